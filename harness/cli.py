@@ -1,0 +1,132 @@
+"""The `harness` command: run, variants, data, ui.
+
+User mistakes (HarnessError) print one line and exit with their code; nothing else is caught, so a
+real bug still shows its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from rich.console import Console
+
+from harness.errors import HarnessError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2, like ours
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="harness", description="Experiment-tracked harness for the RSNA 2024 lumbar-spine classifier.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train one variant on one fold, tracked in MLflow")
+    run.add_argument("variant", help="registered variant, e.g. v9 (see `harness variants`)")
+    run.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
+    run.add_argument("--data-dir", help="dataset root in the Kaggle layout (default $RSNA_DATA_DIR, else the demo)")
+    run.add_argument("--profile", help="smoke or full (default: smoke on the demo data, full on real data)")
+    run.add_argument("--config", help="YAML file of config overrides")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config key (dotted, YAML-typed); repeatable")
+    run.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+
+    var = sub.add_parser("variants", help="list the registered variants")
+    var.add_argument("--json", action="store_true", help="machine-readable output")
+
+    data = sub.add_parser("data", help="dataset tools")
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    demo = dsub.add_parser("demo", help="write the synthetic demo dataset in the Kaggle layout")
+    demo.add_argument("--out", help="output folder (default: the harness's own demo location)")
+    demo.add_argument("--studies", type=int, help="number of studies")
+    demo.add_argument("--seed", type=int, help="generator seed")
+
+    ui = sub.add_parser("ui", help="the MLflow UI on the harness's store")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1 only)")
+    ui.add_argument("--port", type=int, default=5000)
+    return p
+
+
+def cmd_run(args, console: Console) -> int:
+    from harness.config import parse_set
+    from harness.runner import describe, execute, prepare
+
+    sets = parse_set(args.set)
+    if args.seed is not None:
+        sets["train.seed"] = args.seed
+    plan = prepare(args.variant, args.fold, args.data_dir, args.profile, args.config, sets, console)
+    describe(plan, console)
+    execute(plan, console)
+    return 0
+
+
+def cmd_variants(args, console: Console) -> int:
+    from harness.registry import get_variant, list_variants
+
+    rows = [{"name": n, "description": get_variant(n).description} for n in list_variants()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            console.print(f"[bold]{row['name']:<6}[/] {row['description']}")
+    return 0
+
+
+def cmd_data(args, console: Console) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from harness.data import demo
+    from harness.runner import harness_home
+
+    out = Path(args.out) if args.out else harness_home() / "demo"
+    studies = args.studies if args.studies is not None else demo.DEFAULT_STUDIES
+    seed = args.seed if args.seed is not None else demo.DEFAULT_SEED
+    if studies < 1:
+        raise UsageError(f"--studies must be at least 1, got {studies}")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: folder exists and is not empty")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("demo studies", total=studies)
+        demo.generate_demo(out, studies=studies, seed=seed,
+                           progress=lambda done, total: bar.update(task, completed=done))
+    console.print(f"wrote {studies} demo studies (seed {seed}) to {out}")
+    return 0
+
+
+def cmd_ui(args, console: Console) -> int:
+    from harness import tracking
+
+    uri = tracking.ensure_store()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port)]
+    if uri == tracking.default_uri():
+        cmd += ["--default-artifact-root", tracking.artifact_root().as_uri()]
+    console.print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)  # replace this process: signals go straight to the server
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args, console)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,326 @@
+"""Typed, frozen run configuration: dataclasses grouped by concern, dotted overrides, validation.
+
+Precedence (DESIGN.md "Config"): variant defaults, then --profile, then --config FILE.yaml, then
+--set key=value. Every layer goes through `apply_overrides`, so unknown keys and wrong types are
+refused the same way wherever they come from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from harness.data.augment import RECIPES
+from harness.data.schema import CONDITIONS
+from harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which samples, and how a sample's pixels are made."""
+
+    condition: str = "spinal_canal_stenosis"
+    """Condition to train on; its series description follows from it (RSNA_DATA.md)."""
+    num_slices: int = 7
+    """Slices per sample, centred on the labelled instance."""
+    slice_mode: str = "instance"
+    """'instance': centre instance number +-k, missing files become blank slices (the notebooks)."""
+    intensity: str = "fixed_window"
+    """'minmax' per slice, 'dicom_window' (min-max when the tags are absent) or 'fixed_window'."""
+    window_center: float = 50.0
+    """Centre of the fixed window (intensity='fixed_window')."""
+    window_width: float = 350.0
+    """Width of the fixed window (intensity='fixed_window')."""
+    clahe_clip: float = 2.0
+    """CLAHE clip limit on the full slice; 0 turns CLAHE off."""
+    clahe_grid: int = 8
+    """CLAHE tile grid (grid x grid)."""
+    crop_radius: int = 256
+    """Half side of the crop window around (x, y), in source pixels; clipped at the image border."""
+    crop_jitter: int = 0
+    """Training-time shift of the crop centre, uniform in [-jitter, jitter] px, one draw per sample."""
+    img_size: int = 256
+    """Side of the resized crop fed to the model."""
+    normalize: str = "imagenet"
+    """'imagenet' mean/std standardisation of pixel/255, or 'none' (pixel/255)."""
+    augment: str = "none"
+    """Training augmentation recipe (harness.data.augment.RECIPES)."""
+    tta: tuple[str, ...] = ("none",)
+    """Augmentation recipes averaged at the final evaluation; ('none',) means no TTA."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    num_folds: int = 5
+    """StratifiedGroupKFold splits (shared by every variant)."""
+    fold_seed: int = 42
+    """StratifiedGroupKFold shuffle seed (shared by every variant)."""
+
+    def __post_init__(self):
+        _choice("data.condition", self.condition, tuple(CONDITIONS))
+        _choice("data.slice_mode", self.slice_mode, ("instance",))
+        _choice("data.intensity", self.intensity, ("minmax", "dicom_window", "fixed_window"))
+        _choice("data.normalize", self.normalize, ("imagenet", "none"))
+        _choice("data.augment", self.augment, tuple(RECIPES))
+        for recipe in self.tta:
+            _choice("data.tta", recipe, tuple(RECIPES))
+        if self.num_slices < 1 or self.num_slices % 2 == 0:
+            raise UsageError(f"data.num_slices must be a positive odd number, got {self.num_slices}")
+        for key in ("crop_radius", "img_size"):
+            if getattr(self, key) < 1:
+                raise UsageError(f"data.{key} must be positive, got {getattr(self, key)}")
+        if self.crop_jitter < 0 or self.clahe_clip < 0 or self.window_width <= 0:
+            raise UsageError("data.crop_jitter and data.clahe_clip must be >= 0, data.window_width > 0")
+        if self.num_folds < 2:
+            raise UsageError(f"data.num_folds must be at least 2, got {self.num_folds}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. Variants read the fields they use; the backbone fields are shared by all."""
+
+    backbone: str = "tf_efficientnetv2_s"
+    """timm model name of the per-slice feature extractor (num_classes=0)."""
+    pretrained: bool = True
+    """Start the backbone from weights_file; False trains from random weights."""
+    weights_file: str | None = None
+    """Local backbone weights (.safetensors, .pth or .bin). Never downloaded."""
+    drop_path_rate: float = 0.2
+    """Stochastic depth of the backbone (torchvision's effnet_v2_s default, active in the notebooks)."""
+    proj_dim: int = 512
+    """Width of the projection after the backbone."""
+    seq_hidden: int = 512
+    """Hidden size per direction of the bidirectional slice-sequence RNN."""
+    seq_layers: int = 2
+    """Layers of the slice-sequence RNN."""
+    seq_dropout: float = 0.3
+    """Dropout between RNN layers."""
+    attn_hidden: int = 256
+    """Hidden size of the tanh attention pooling over slices."""
+    level_dim: int = 256
+    """Size of the level embedding concatenated to the pooled features."""
+    head_hidden: int = 512
+    """Hidden width of the classifier MLP."""
+    dropout: float = 0.35
+    """Dropout before the classifier's first Linear."""
+    head_dropout: float = 0.175
+    """Dropout before the classifier's last Linear."""
+    head_bias: tuple[float, ...] | None = None
+    """Initial bias of the final layer (one per class); None keeps PyTorch's default init."""
+
+    def __post_init__(self):
+        if self.head_bias is not None and len(self.head_bias) != 3:
+            raise UsageError(f"model.head_bias needs 3 values, got {len(self.head_bias)}")
+        if self.pretrained and self.weights_file is not None and not Path(self.weights_file).is_file():
+            raise UsageError(f"model.weights_file: no such file: {self.weights_file}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training objective."""
+
+    name: str = "weighted_ce"
+    """Loss function (harness.losses.LOSSES)."""
+    class_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    """Per-class weights (Normal/Mild, Moderate, Severe)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy."""
+
+    def __post_init__(self):
+        if len(self.class_weights) != 3 or min(self.class_weights) < 0:
+            raise UsageError(f"loss.class_weights needs 3 non-negative values, got {list(self.class_weights)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UsageError(f"loss.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule and the run-level rules of the trainer."""
+
+    epochs: int = 25
+    """Training epochs."""
+    batch_size: int = 12
+    """Samples per batch (train and validation)."""
+    drop_last: bool = True
+    """Drop the last incomplete training batch."""
+    lr_head: float = 1e-4
+    """Learning rate of every non-backbone parameter group."""
+    lr_backbone: float = 1e-5
+    """Learning rate of the backbone group."""
+    wd_head: float = 0.01
+    """AdamW weight decay of every non-backbone group."""
+    wd_backbone: float = 0.03
+    """AdamW weight decay of the backbone group."""
+    warmup_epochs: float = 2.0
+    """Linear warmup from LR 0, stepped per batch."""
+    lr_floor: float = 1e-6
+    """Floor of the LR multiplier after warmup (a multiplier, as in the notebooks, not an absolute LR)."""
+    grad_clip: float | None = 1.0
+    """Max gradient norm (after AMP unscale); None disables clipping."""
+    amp: bool = True
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler). Inert on CPU."""
+    swa_start_epoch: int | None = 18
+    """Epoch index from which SWALR replaces the schedule and the weights are averaged; None: no SWA."""
+    swa_lr: float = 5e-6
+    """SWALR target learning rate."""
+    swa_anneal_batches: int = 10
+    """SWALR anneal length (stepped per batch, as the notebooks did)."""
+    swa_use_for_eval: bool = False
+    """Validate and checkpoint the averaged model during SWA (v5); False: computed, unused (v6-v9)."""
+    patience: int = 12
+    """Early stopping: epochs without a BA gain above min_delta."""
+    min_delta: float = 0.002
+    """Early stopping: smallest BA gain that counts."""
+    gate: float = 0.20
+    """Checkpoint gate: an epoch is saved only if min(recall Moderate, recall Severe) >= gate."""
+    gate_fallback: bool = True
+    """If no epoch passes the gate, keep the best-BA epoch (True) or fail as the notebooks did (False)."""
+    dead_class_min: int = 3
+    """Warn when a class gets fewer validation predictions than this in an epoch."""
+    seed: int = 42
+    """Seed of Python, NumPy and torch."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda[:N]'."""
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise UsageError(f"train.{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("lr_head", "lr_backbone", "swa_lr"):
+            if getattr(self, key) <= 0:
+                raise UsageError(f"train.{key} must be positive, got {getattr(self, key)}")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise UsageError(f"train.warmup_epochs must be within [0, train.epochs], got {self.warmup_epochs}")
+        if not 0 <= self.gate <= 1:
+            raise UsageError(f"train.gate must be within [0, 1], got {self.gate}")
+        if self.swa_start_epoch is not None and self.swa_start_epoch < 0:
+            raise UsageError(f"train.swa_start_epoch must be >= 0, got {self.swa_start_epoch}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Saved verbatim with every run and checkpoint."""
+
+    variant: str = ""
+    """Registered variant name (v9, ...)."""
+    fold: int = 0
+    """Validation fold index."""
+    profile: str = "full"
+    """Profile applied on top of the variant defaults ('smoke' or 'full')."""
+    data_dir: str | None = None
+    """Dataset root in the Kaggle layout; None uses the built-in demo dataset."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if not 0 <= self.fold < self.data.num_folds:
+            raise UsageError(f"fold must be within 0-{self.data.num_folds - 1}, got {self.fold}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, as logged to MLflow params."""
+        return dict(_flatten(self.to_dict()))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = ""):
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]):
+    if value not in allowed:
+        raise UsageError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    return sorted((cfg or Config()).flat())
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """['train.epochs=3', 'loss.class_weights=[1,2,4]'] -> {key: YAML-typed value}."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UsageError(f"--set {key.strip()}: cannot parse value {raw!r}") from None
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file: nested mappings or dotted keys, flattened to dotted keys."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise UsageError(f"--config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, Mapping):
+        raise UsageError(f"--config {path}: expected a mapping of config keys")
+    return dict(_flatten(data))
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any], source: str = "--set") -> Config:
+    """Return a new Config with dotted-key overrides applied, each checked against its field type."""
+    flat = cfg.flat()
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in flat or isinstance(flat[key], Mapping):
+            near = difflib.get_close_matches(key, list(flat), n=1, cutoff=0.5)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise UsageError(f"{source}: unknown config key {key!r}{hint}")
+        section, _, name = key.rpartition(".")
+        owner = getattr(cfg, section) if section else cfg
+        value = _coerce(key, value, _field_type(type(owner), name), source)
+        (sections.setdefault(section, {}) if section else top)[name] = value
+    for section, values in sections.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **top)
+
+
+def _field_type(cls: type, name: str):
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
+    """Check value against a field annotation; int->float and list->tuple are the only conversions."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, option, source)
+            except UsageError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{source}: {key} expects a list, got {value!r}")
+        item_type = args[0] if args else Any
+        return tuple(_coerce(key, v, item_type, source) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        return value
+    name = getattr(tp, "__name__", str(tp))
+    raise UsageError(f"{source}: {key} expects {name}, got {value!r}")

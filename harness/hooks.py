@@ -1,0 +1,128 @@
+"""The trainer's run-level rules as hooks: checkpoint selection, early stopping, dead-class monitor,
+and the console progress display."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from harness.errors import HarnessError
+from harness.metrics import dead_classes
+from harness.trainer import EpochResult, Hook, Trainer
+
+
+class CheckpointSelector(Hook):
+    """The notebooks' rule: keep an epoch when BA > best and min(recall M, recall S) >= gate.
+
+    The notebooks had no fallback (VARIANTS.md §12.12: the final torch.load failed when no epoch
+    passed the gate). With `gate_fallback` the best-BA epoch is kept instead and the run is tagged;
+    without it the run fails with a clear message, as the notebook did.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.gated: EpochResult | None = None
+        self.best_ba: EpochResult | None = None
+        self.selected: EpochResult | None = None
+        self.saved_now = False
+
+    @property
+    def gate_met(self) -> bool:
+        return self.gated is not None
+
+    def after_validation(self, t: Trainer):
+        r, tc = t.result, t.cfg.train
+        m = r.metrics
+        ba = m["balanced_accuracy"]
+        passes = min(m["recall/moderate"], m["recall/severe"]) >= tc.gate
+        self.saved_now = passes and (self.gated is None or ba > self.gated.metrics["balanced_accuracy"])
+        if self.saved_now:
+            self.gated = r
+            self._save(t, "gated")
+        if self.best_ba is None or ba > self.best_ba.metrics["balanced_accuracy"]:
+            self.best_ba = r
+            if self.gated is None:  # only needed while no epoch has passed the gate
+                self._save(t, "best_ba")
+
+    def after_train(self, t: Trainer):
+        if self.gated is None and not t.cfg.train.gate_fallback:
+            raise HarnessError(f"no epoch reached min(recall moderate, recall severe) >= {t.cfg.train.gate}; "
+                               "no checkpoint (set train.gate_fallback=true to keep the best-BA epoch)")
+        self.selected = self.gated or self.best_ba
+        t.model.load_state_dict(torch.load(self.path, map_location=t.device, weights_only=True)["model"])
+
+    @property
+    def path(self) -> Path:
+        return self.out_dir / ("gated.pt" if self.gated is not None else "best_ba.pt")
+
+    def _save(self, t: Trainer, name: str):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in t.eval_model().state_dict().items()}
+        torch.save({"model": state, "config": t.cfg.to_dict(), "epoch": t.epoch,
+                    "metrics": copy.deepcopy(t.result.metrics)}, self.out_dir / f"{name}.pt")
+
+
+class EarlyStopping(Hook):
+    """Stop after `patience` epochs without BA > best + min_delta (ignores the gate, as the notebooks)."""
+
+    def __init__(self):
+        self.best, self.bad_epochs = None, 0
+
+    def after_validation(self, t: Trainer):
+        ba = t.result.metrics["balanced_accuracy"]
+        if self.best is None or ba > self.best + t.cfg.train.min_delta:
+            self.best, self.bad_epochs = ba, 0
+        else:
+            self.bad_epochs += 1
+            t.should_stop = self.bad_epochs >= t.cfg.train.patience
+
+
+class DeadClassMonitor(Hook):
+    """Warn when a class gets fewer than train.dead_class_min validation predictions (v8-v10)."""
+
+    def __init__(self):
+        self.dead_epochs: dict[int, list[str]] = {}
+
+    def after_validation(self, t: Trainer):
+        counts = np.bincount(t.result.probs.argmax(1), minlength=3)
+        dead = dead_classes(counts, t.cfg.train.dead_class_min)
+        if dead:
+            self.dead_epochs[t.epoch] = dead
+
+
+class ConsoleProgress(Hook):
+    """A progress bar over each epoch's batches and one summary line per epoch."""
+
+    def __init__(self, console: Console, selector: CheckpointSelector, monitor: DeadClassMonitor):
+        self.console, self.selector, self.monitor = console, selector, monitor
+        self.progress: Progress | None = None
+
+    def before_epoch(self, t: Trainer):
+        self.progress = Progress(TextColumn(f"epoch {t.epoch + 1}/{t.cfg.train.epochs}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+                                 disable=not (self.console.is_terminal or self.console.is_jupyter))
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=len(t.train_loader))
+
+    def after_step(self, t: Trainer):
+        self.progress.advance(self.task)
+
+    def after_validation(self, t: Trainer):
+        self.progress.stop()
+        r, m = t.result, t.result.metrics
+        flags = []
+        if self.selector.saved_now:
+            flags.append("[green]saved[/]")
+        if t.epoch in self.monitor.dead_epochs:
+            flags.append(f"[yellow]dead class: {', '.join(self.monitor.dead_epochs[t.epoch])}[/]")
+        if t.in_swa():
+            flags.append("[SWA]")
+        self.console.print(
+            f"epoch {t.epoch + 1:>2}/{t.cfg.train.epochs}  train_loss {r.train_loss:.4f}  val_loss {r.val_loss:.4f}  "
+            f"BA [bold]{m['balanced_accuracy']:.3f}[/]  recall N {m['recall/normal_mild']:.3f} "
+            f"M {m['recall/moderate']:.3f} S {m['recall/severe']:.3f}  {r.seconds:.1f}s  " + " ".join(flags),
+            highlight=False)

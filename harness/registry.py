@@ -1,0 +1,70 @@
+"""The variant registry: `@register_variant` on a small factory fills it on import (like timm's
+model registry); packages outside this repo add variants through the `harness.variants` entry-point group."""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Callable
+
+import torch
+
+from harness.config import Config
+from harness.errors import UsageError
+
+ENTRY_POINT_GROUP = "harness.variants"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One notebook version: its faithful defaults, its model, and only the hooks where it differs."""
+
+    name: str
+    description: str
+    defaults: Callable[[], Config]
+    """The variant's config as its notebook ran (VARIANTS.md)."""
+    build_model: Callable[[Config], torch.nn.Module]
+    """Config -> module whose forward(image, level) returns a dict with at least 'logits'."""
+    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor] = lambda out: out["logits"].float().softmax(1)
+    """Model outputs -> class probabilities (B, 3); argmax of the logits by default."""
+
+
+_REGISTRY: dict[str, Variant] = {}
+_discovered = False
+
+
+def register_variant(name: str, description: str, **hooks):
+    """Decorator on a defaults factory: `@register_variant("v9", "...", build_model=...)`."""
+    def wrap(defaults: Callable[[], Config]):
+        _REGISTRY[name] = Variant(name=name, description=description, defaults=defaults, **hooks)
+        return defaults
+    return wrap
+
+
+def _discover():
+    """Import every module of the bundled `variants` package, then the entry-point plugins."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import variants
+    for mod in pkgutil.iter_modules(variants.__path__):
+        importlib.import_module(f"variants.{mod.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+def list_variants() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_variant(name: str) -> Variant:
+    _discover()
+    if name not in _REGISTRY:
+        near = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise UsageError(f"unknown variant {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]

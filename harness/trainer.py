@@ -1,0 +1,184 @@
+"""The one training loop every variant shares.
+
+The loop itself (`Trainer.fit`) is short; what varies hangs on hooks called at documented points:
+  before_train, before_epoch, after_step, after_validation, after_epoch, after_train.
+MLflow logging, checkpoint selection, early stopping, the dead-class monitor, progress display and
+(later) Optuna pruning are hooks, so none of them needs a second loop. The model returns a dict of
+outputs and the loss function a dict of named terms, so the loop knows nothing about architectures.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import SWALR, AveragedModel
+
+from harness.config import Config
+from harness.losses import LossFn
+from harness.metrics import classification_metrics
+
+
+class Hook:
+    """Override any of these; `t` is the Trainer (its `epoch`, `result`, `model`, ... are readable)."""
+
+    def before_train(self, t: "Trainer"): ...
+    def before_epoch(self, t: "Trainer"): ...
+    def after_step(self, t: "Trainer"): ...
+    def after_validation(self, t: "Trainer"): ...
+    def after_epoch(self, t: "Trainer"): ...
+    def after_train(self, t: "Trainer"): ...
+
+
+@dataclass
+class EpochResult:
+    """What one epoch produced: losses, validation metrics and the per-sample validation outputs."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    metrics: dict[str, float]
+    probs: np.ndarray
+    labels: np.ndarray
+    lrs: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, floor: float) -> float:
+    """Per-batch linear warmup from 0 then cosine to 0, floored (a multiplier, as in the notebooks)."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(floor, 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class Trainer:
+    def __init__(self, cfg: Config, model: torch.nn.Module, loss_fn: LossFn, predict, train_loader,
+                 val_loader, hooks: list[Hook]):
+        self.cfg, self.loss_fn, self.predict = cfg, loss_fn, predict
+        self.train_loader, self.val_loader, self.hooks = train_loader, val_loader, hooks
+        self.device = resolve_device(cfg.train.device)
+        self.model = model.to(self.device)
+        tc = cfg.train
+        groups = model.param_groups()
+        self.optimizer = torch.optim.AdamW([
+            {"params": params, "name": name,
+             "lr": tc.lr_backbone if name == "backbone" else tc.lr_head,
+             "weight_decay": tc.wd_backbone if name == "backbone" else tc.wd_head}
+            for name, params in groups.items() if params])
+        steps = len(train_loader)
+        warmup, total = int(tc.warmup_epochs * steps), tc.epochs * steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_multiplier(s, warmup, total, tc.lr_floor))
+        self.swa_model = AveragedModel(model) if tc.swa_start_epoch is not None else None
+        self.swa_scheduler = None
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and tc.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.result, self.should_stop = 0, None, False
+        self.step_loss = 0.0
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self):
+        self._call("before_train")
+        for self.epoch in range(self.epoch, self.cfg.train.epochs):
+            self._call("before_epoch")
+            start = time.perf_counter()
+            train_loss, seen = self.train_one_epoch()
+            seconds = time.perf_counter() - start
+            self.result = self.evaluate(self.eval_model(), self.val_loader)
+            self.result.train_loss, self.result.seconds = train_loss, seconds
+            self.result.samples_per_s = seen / seconds
+            self.result.lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+            self._call("after_validation")
+            self._call("after_epoch")
+            if self.should_stop:
+                break
+        self._call("after_train")
+
+    def train_one_epoch(self) -> tuple[float, int]:
+        self.model.train()
+        in_swa = self.in_swa()
+        if in_swa and self.swa_scheduler is None:
+            self.swa_scheduler = SWALR(self.optimizer, swa_lr=self.cfg.train.swa_lr,
+                                       anneal_epochs=self.cfg.train.swa_anneal_batches, anneal_strategy="cos")
+        total = torch.zeros((), device=self.device)  # summed on the device: no host sync per step
+        seen = 0
+        for batch in self.train_loader:
+            loss = self.run_step(self.to_device(batch))
+            (self.swa_scheduler if in_swa else self.scheduler).step()
+            n = len(batch["label"])
+            total += loss.detach() * n
+            seen += n
+            self._call("after_step")
+        if in_swa:
+            self.swa_model.update_parameters(self.model)
+        return float(total) / max(seen, 1), seen
+
+    def run_step(self, batch) -> torch.Tensor:
+        tc = self.cfg.train
+        with self.autocast():
+            out = self.model(batch["image"], batch["level"])
+        terms = self.loss_fn(out, batch)
+        loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if tc.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, model, loader) -> EpochResult:
+        """Probabilities, labels and metrics over a loader, in loader order."""
+        model.eval()
+        probs, labels, loss_sum = [], [], torch.zeros((), device=self.device)
+        for batch in loader:
+            batch = self.to_device(batch)
+            with self.autocast():
+                out = model(batch["image"], batch["level"])
+            loss_sum += sum(self.loss_fn(out, batch).values()).detach() * len(batch["label"])
+            probs.append(self.predict(out).float())
+            labels.append(batch["label"])
+        p, y = torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy()
+        return EpochResult(self.epoch, math.nan, float(loss_sum) / len(y), classification_metrics(y, p), p, y)
+
+    # ------------------------------------------------------------------ helpers
+    def in_swa(self) -> bool:
+        start = self.cfg.train.swa_start_epoch
+        return start is not None and self.epoch >= start
+
+    def eval_model(self) -> torch.nn.Module:
+        """The averaged model during SWA when the variant used it (v5); otherwise the live model."""
+        if self.in_swa() and self.cfg.train.swa_use_for_eval:
+            return self.swa_model.module
+        return self.model
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def to_device(self, batch):
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _call(self, point: str):
+        for hook in self.hooks:
+            getattr(hook, point)(self)

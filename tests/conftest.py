@@ -1,0 +1,37 @@
+"""Shared fixtures: a small real demo dataset (real DICOM files) and an isolated working folder."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.data.demo import generate_demo
+
+SMALL_STUDIES = 12
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A 12-study demo dataset, written once per test session."""
+    return generate_demo(tmp_path_factory.mktemp("demo") / "rsna", studies=SMALL_STUDIES, seed=3)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A fresh working folder: its own mlruns/ store and .harness/ home."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RSNA_DATA_DIR", raising=False)
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / ".harness"))
+    return tmp_path
+
+
+def harness_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `harness` command in a subprocess, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RSNA_DATA_DIR")}
+    full_env.update({"HARNESS_HOME": str(cwd / ".harness"), "COLUMNS": "200"}, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -1,0 +1,61 @@
+"""Bad input through the real command: one line on stderr, exit code 2, and no MLflow run created."""
+import shutil
+
+import pandas as pd
+import pytest
+
+from conftest import harness_cli
+from harness.data import schema
+
+
+def _broken_copy(demo_root, tmp_path):
+    dst = tmp_path / "broken"
+    dst.mkdir()
+    for name in (schema.TRAIN_CSV, schema.COORDS_CSV, schema.SERIES_CSV):
+        shutil.copy(demo_root / name, dst / name)
+    (dst / schema.TRAIN_IMAGES).symlink_to(demo_root / schema.TRAIN_IMAGES)
+    df = pd.read_csv(dst / schema.COORDS_CSV).drop(columns=["x"])
+    df.to_csv(dst / schema.COORDS_CSV, index=False)
+    return dst
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "v9", "--data-dir", "/nonexistent/rsna"], "--data-dir /nonexistent/rsna: no such folder"),
+    (["run", "v99", "--data-dir", "{demo}"], "unknown variant 'v99'"),
+    (["run", "v9", "--fold", "5", "--data-dir", "{demo}"], "fold must be within 0-4"),
+    (["run", "v9", "--fold", "-1", "--data-dir", "{demo}"], "fold must be within 0-4"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "train.epoch=3"], "unknown config key 'train.epoch' (did you mean train.epochs?)"),
+    (["run", "v9", "--data-dir", "{broken}"], "train_label_coordinates.csv: missing column 'x'"),
+    (["run", "v9", "--data-dir", "{demo}", "--profile", "full"], "model.pretrained=true needs model.weights_file"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "model.weights_file=/no/such.pth"], "model.weights_file: no such file"),
+    (["run"], "the following arguments are required: variant"),
+])
+def test_bad_input(demo_root, workdir, args, needle):
+    broken = _broken_copy(demo_root, workdir)
+    args = [a.format(demo=demo_root, broken=broken) for a in args]
+    res = harness_cli(*args, cwd=workdir)
+    assert res.returncode == 2, res.stderr + res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    db = workdir / "mlruns" / "mlflow.db"
+    if db.exists():  # the store may exist, but it holds no run
+        import mlflow
+        client = mlflow.MlflowClient(f"sqlite:///{db}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_variants_lists_v9(workdir):
+    res = harness_cli("variants", "--json", cwd=workdir)
+    assert res.returncode == 0
+    import json
+    assert "v9" in [v["name"] for v in json.loads(res.stdout)]
+
+
+def test_data_demo_writes_the_layout_and_refuses_to_overwrite(workdir):
+    out = workdir / "d"
+    res = harness_cli("data", "demo", "--out", str(out), "--studies", "2", "--seed", "5", cwd=workdir)
+    assert res.returncode == 0, res.stderr
+    assert (out / schema.TRAIN_CSV).is_file() and (out / schema.TRAIN_IMAGES).is_dir()
+    again = harness_cli("data", "demo", "--out", str(out), "--studies", "2", cwd=workdir)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr

@@ -1,0 +1,103 @@
+"""The CSV reader's joins and drops, and the shared folds, on real demo files."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.data import schema
+from harness.data.folds import fold_fingerprint, load_or_create, split_studies
+from harness.data.rsna import data_fingerprint, load_samples
+from harness.errors import DataError
+
+
+def test_one_row_per_labelled_level_with_coordinates(demo_root):
+    table = load_samples(demo_root)
+    s = table.samples
+    assert list(s.columns) == ["study_id", "series_id", "instance_number", "x", "y", "level", "level_idx", "label"]
+    train = pd.read_csv(demo_root / schema.TRAIN_CSV)
+    coords = pd.read_csv(demo_root / schema.COORDS_CSV)
+    series = pd.read_csv(demo_root / schema.SERIES_CSV)
+    # expected rows computed independently from the CSVs
+    spinal = coords[coords["condition"] == "Spinal Canal Stenosis"].merge(series, on=["study_id", "series_id"])
+    spinal = spinal[spinal["series_description"] == "Sagittal T2/STIR"]
+    with_coord = set(zip(spinal["study_id"], spinal["level"].str.lower().str.replace("/", "_")))
+    labelled = {(sid, lvl) for _, r in train.iterrows() for lvl in schema.LEVELS
+                for sid in [r["study_id"]] if isinstance(r[f"spinal_canal_stenosis_{lvl}"], str)}
+    assert set(zip(s["study_id"], s["level"])) == labelled & with_coord
+    assert table.dropped["empty_label"] == train[[f"spinal_canal_stenosis_{l}" for l in schema.LEVELS]].isna().sum().sum()
+    assert table.dropped["no_coordinate"] == len(labelled - with_coord)
+    # labels and the level index agree with train.csv
+    row = s.iloc[0]
+    assert schema.SEVERITIES[row.label] == train.set_index("study_id").loc[row.study_id, f"spinal_canal_stenosis_{row.level}"]
+    assert schema.LEVELS[row.level_idx] == row.level
+    # level-major order, as pd.melt gives it (it decides the folds)
+    assert (np.diff(s["level_idx"].to_numpy()) >= 0).all()
+    assert all(table.image_path(r.study_id, r.series_id, r.instance_number).is_file() for r in s.itertuples())
+
+
+def test_every_condition_reads_from_its_series(demo_root):
+    series = pd.read_csv(demo_root / schema.SERIES_CSV).set_index("series_id")["series_description"]
+    for condition, (_, desc) in schema.CONDITIONS.items():
+        s = load_samples(demo_root, condition).samples
+        assert len(s) and set(series.loc[s["series_id"]]) == {desc}
+
+
+def _copy(demo_root, tmp_path):
+    import shutil
+    dst = tmp_path / "data"
+    dst.mkdir()
+    for name in (schema.TRAIN_CSV, schema.COORDS_CSV, schema.SERIES_CSV):
+        shutil.copy(demo_root / name, dst / name)
+    (dst / schema.TRAIN_IMAGES).symlink_to(demo_root / schema.TRAIN_IMAGES)
+    return dst
+
+
+def test_missing_image_rows_are_dropped(demo_root, tmp_path):
+    dst = _copy(demo_root, tmp_path)
+    coords = pd.read_csv(dst / schema.COORDS_CSV)
+    first = coords[coords["condition"] == "Spinal Canal Stenosis"].index[0]
+    coords.loc[first, "instance_number"] = 9999
+    coords.to_csv(dst / schema.COORDS_CSV, index=False)
+    assert load_samples(dst).dropped["missing_image"] == 1
+
+
+@pytest.mark.parametrize("name, edit, needle", [
+    (schema.TRAIN_CSV, lambda df: df.drop(columns=["spinal_canal_stenosis_l4_l5"]), "missing column 'spinal_canal_stenosis_l4_l5'"),
+    (schema.TRAIN_CSV, lambda df: df.assign(spinal_canal_stenosis_l1_l2="Mild"), "has the label 'Mild'"),
+    (schema.COORDS_CSV, lambda df: df.assign(study_id="../../etc"), "column 'study_id' must hold integers"),
+    (schema.SERIES_CSV, lambda df: df.rename(columns={"series_description": "desc"}), "missing column 'series_description'"),
+])
+def test_malformed_csv_is_one_line_naming_the_file(demo_root, tmp_path, name, edit, needle):
+    dst = _copy(demo_root, tmp_path)
+    edit(pd.read_csv(dst / name)).to_csv(dst / name, index=False)
+    with pytest.raises(DataError) as exc:
+        load_samples(dst)
+    assert needle in str(exc.value) and name in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_missing_csv_is_named(demo_root, tmp_path):
+    dst = _copy(demo_root, tmp_path)
+    (dst / schema.COORDS_CSV).unlink()
+    with pytest.raises(DataError, match="train_label_coordinates.csv: file not found"):
+        load_samples(dst)
+
+
+def test_folds_group_by_study_and_are_stable(demo_root, tmp_path):
+    s = load_samples(demo_root).samples
+    folds = split_studies(s, 5, 42)
+    assert folds["study_id"].is_unique and set(folds["study_id"]) == set(s["study_id"])  # no study in two folds
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert split_studies(s, 5, 42).equals(folds)  # same every time
+    persisted = load_or_create(s, tmp_path, "key", 5, 42)
+    assert persisted.equals(folds) and (tmp_path / "folds-key-k5-s42.csv").is_file()
+    # read back rather than recomputed: an edited table on disk is what every variant gets
+    edited = persisted.assign(fold=persisted["fold"].iloc[::-1].to_numpy())
+    edited.to_csv(tmp_path / "folds-key-k5-s42.csv", index=False)
+    assert load_or_create(s, tmp_path, "key", 5, 42).equals(edited)
+    assert split_studies(s, 5, 7)["fold"].tolist() != folds["fold"].tolist() or len(folds) < 6
+
+
+def test_fingerprints(demo_root):
+    s = load_samples(demo_root).samples
+    assert fold_fingerprint(s) == fold_fingerprint(s.iloc[::-1])
+    assert fold_fingerprint(s) != fold_fingerprint(s.iloc[1:])
+    assert len(data_fingerprint(demo_root)) == 16

@@ -1,0 +1,82 @@
+"""A complete `harness run` on demo data, its MLflow content read back from the real SQLite store."""
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import harness_cli
+from harness.data.schema import CLASS_KEYS
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def finished_run(demo_root, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("run")
+    res = harness_cli("run", "v9", "--fold", "0", "--data-dir", str(demo_root), "--profile", "smoke",
+                      "--set", f"train.epochs={EPOCHS}", "--set", "train.swa_start_epoch=1", cwd=cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rsna-spinal_canal_stenosis")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return cwd, client, runs[0], res.stdout
+
+
+def test_run_is_finished_with_tags_and_params(finished_run):
+    cwd, client, run, out = finished_run
+    assert run.info.status == "FINISHED" and run.info.run_name == "v9-fold0-seed42"
+    tags = run.data.tags
+    for key in ("variant", "fold", "seed", "profile", "data_source", "data_fingerprint", "fold_fingerprint",
+                "git_commit", "version", "gate_met"):
+        assert f"harness.{key}" in tags
+    assert tags["harness.variant"] == "v9" and tags["harness.profile"] == "smoke"
+    assert tags["harness.data_source"] == "kaggle"  # an explicit --data-dir
+    assert run.data.params["loss.class_weights"] == "(1.0, 4.0, 6.0)"
+    assert run.data.params["train.epochs"] == str(EPOCHS)
+
+
+def test_every_epoch_metric_is_logged(finished_run):
+    cwd, client, run, out = finished_run
+    names = ["train/loss", "val/loss", "val/balanced_accuracy", "val/weighted_log_loss",
+             "val/competition_score_spinal", "time/epoch_s", "throughput/train_samples_per_s",
+             *[f"val/{kind}/{c}" for kind in ("recall", "pred_count") for c in CLASS_KEYS],
+             *[f"lr/{g}" for g in ("backbone", "feature_proj", "gru", "attention", "level_embed", "classifier")]]
+    for name in names:
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == list(range(EPOCHS)), name
+        assert all(np.isfinite(m.value) for m in history), name
+    ba = client.get_metric_history(run.info.run_id, "val/balanced_accuracy")
+    recalls = [client.get_metric_history(run.info.run_id, f"val/recall/{c}") for c in CLASS_KEYS]
+    for e in range(EPOCHS):  # BA is the mean of the three recalls
+        assert ba[e].value == pytest.approx(np.mean([r[e].value for r in recalls]))
+    m = run.data.metrics
+    assert "best/balanced_accuracy" in m and "tta/balanced_accuracy" in m and "best/epoch" in m
+    # lr: backbone runs at a tenth of the head, and SWA from epoch 1 moved both towards swa_lr
+    lr_b = client.get_metric_history(run.info.run_id, "lr/backbone")
+    lr_h = client.get_metric_history(run.info.run_id, "lr/classifier")
+    assert lr_b[0].value == pytest.approx(lr_h[0].value / 10)
+    assert "epoch  2/2" in out and "BA" in out
+
+
+def test_artifacts_and_predictions(finished_run):
+    cwd, client, run, out = finished_run
+    rid = run.info.run_id
+    paths = {a.path for a in client.list_artifacts(rid)} | {a.path for a in client.list_artifacts(rid, "checkpoint")}
+    assert {"config.yaml", "val_predictions.csv", "confusion_matrix.png", "training_curves.png"} <= paths
+    assert any(p.startswith("checkpoint/") and p.endswith(".pt") for p in paths)
+    local = client.download_artifacts(rid, "val_predictions.csv", str(cwd))
+    preds = pd.read_csv(local)
+    assert list(preds.columns) == ["study_id", "level", "label", *CLASS_KEYS, "prediction"]
+    assert np.allclose(preds[list(CLASS_KEYS)].sum(1), 1, atol=1e-4)
+    assert (preds["prediction"] == preds[list(CLASS_KEYS)].to_numpy().argmax(1)).all()
+    recall_n = ((preds.prediction == 0) & (preds.label == 0)).sum() / max((preds.label == 0).sum(), 1)
+    assert recall_n == pytest.approx(run.data.metrics["best/recall/normal_mild"])
+    ckpt = torch.load(client.download_artifacts(rid, [p for p in paths if p.endswith(".pt")][0], str(cwd)),
+                      weights_only=True)
+    assert ckpt["config"]["variant"] == "v9" and "model" in ckpt
+    # the folds table is the run's dataset input
+    assert any(d.dataset.name.startswith("folds-") for d in client.get_run(rid).inputs.dataset_inputs)
