@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -296,6 +297,9 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any], source: str = "--
     return dataclasses.replace(cfg, **top)
 
 
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _field_type(cls: type, name: str):
     return typing.get_type_hints(cls)[name]
 
@@ -320,6 +324,8 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
         return tuple(_coerce(key, v, item_type, source) for v in value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value):
+        return float(value)  # PyYAML reads 3e-4 (no dot) as a string; users write it that way
     if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         return value
     name = getattr(tp, "__name__", str(tp))

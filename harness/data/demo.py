@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import PYDICOM_ROOT_UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from harness.data.schema import (
     CLASS_KEYS, CONDITIONS, COORDS_COLUMNS, COORDS_CSV, LEVEL_LABELS, LEVELS, SERIES_COLUMNS,
@@ -67,7 +67,7 @@ CANAL_AXIAL_WIDTH = 1.35  # canal half width left-right on Axial T2, in sagittal
 RECESS_RADII = (0.55, 0.45)  # lateral recess radii (x, y) at full size, in canal half widths
 
 # ---- acquisition ------------------------------------------------------------------------------
-SAG_SIDE = (192, 208)  # sagittal image side (px): the low end of 192-288, for the size budget
+SAG_SIDE = (192, 204)  # sagittal image side (px): the low end of 192-288, for the size budget
 SAG_SLICES = (13, 15)
 SAG_MARGIN = 40  # px above L1/L2 plus below L5/S1 on a sagittal image
 AXIAL_SIDE = (128, 140)
@@ -78,7 +78,6 @@ OFF_CENTRE_INSTANCE_RATE = 0.15  # spinal coordinates placed on a neighbour of t
 SAG_ORIENTATION = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run posterior, columns run inferior
 AXIAL_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # rows run to patient left, columns posterior
 UID_NAMESPACE = "rsna-harness demo"
-IMPLEMENTATION_UID = generate_uid(prefix=None, entropy_srcs=[UID_NAMESPACE, "implementation"])
 
 
 # =============================================================================================
@@ -182,7 +181,8 @@ def _sample_in(rng: np.random.Generator, ranges, index: np.ndarray) -> np.ndarra
     return rng.uniform(lo[index], hi[index])
 
 
-def _plan_anatomy(rng: np.random.Generator, severity: np.ndarray, t2_spacing: float, gap_px: float) -> Anatomy:
+def _plan_anatomy(rng: np.random.Generator, severity: np.ndarray, t2_spacing: float,
+                  gap_px: float) -> Anatomy:
     """Sizes are drawn in Sagittal T2 pixels (the brief's units) and stored in mm."""
     gap = gap_px * t2_spacing
     return Anatomy(
@@ -241,12 +241,13 @@ def _sagittal_series(rng, series_id, description, number, anat, pixel_spacing, s
     centre = n // 2
     thickness = float(rng.choice([3.0, 3.5, 4.0]))
     spacing = _mm(thickness + rng.uniform(0.3, 0.5))
-    rows, cols = side, side - int(rng.choice([0, 8, 16]))  # a slightly narrower front-to-back field
+    rows, cols = side, max(SAG_SIDE[0], side - int(rng.choice([0, 8, 16])))  # front-to-back a bit narrower
     # canal at 55-65% of the width, the five discs centred vertically with a little jitter
     y0 = anat.canal_y(0.0) - rng.uniform(0.56, 0.64) * cols * pixel_spacing
     z0 = (rows / 2 + rng.uniform(-0.04, 0.04) * rows) * pixel_spacing
     return Series(series_id, description, number, SAG_ORIENTATION,
-                  origin=np.array([_mm(centre * spacing), _mm(y0), _mm(z0)]), offsets=np.arange(n) * spacing,
+                  origin=np.array([_mm(centre * spacing), _mm(y0), _mm(z0)]),
+                  offsets=np.arange(n) * spacing,
                   rows=rows, cols=cols, pixel_spacing=pixel_spacing, thickness=thickness,
                   spacing=spacing, reversed=bool(rng.random() < REVERSED_RATE), scale=scale)
 
@@ -441,54 +442,57 @@ def _to_stored(rng: np.random.Generator, images: list[np.ndarray], scale: float)
 
 
 def _uid(*parts) -> str:
-    return generate_uid(prefix=None, entropy_srcs=[UID_NAMESPACE, *map(str, parts)])
+    # A hash of the parts under pydicom's root: prefix=None would ignore the entropy and return a
+    # random UUID. One joined string, since generate_uid concatenates its sources unseparated.
+    return generate_uid(PYDICOM_ROOT_UID, entropy_srcs=["/".join(map(str, (UID_NAMESPACE, *parts)))])
 
 
-
-
-def _write_series(folder: pathlib.Path, series: Series, pixels: list[np.ndarray], study_id: int, seed: int) -> None:
+def _write_series(folder: pathlib.Path, series: Series, pixels: list[np.ndarray], study_id: int,
+                  seed: int) -> None:
     folder.mkdir(parents=True)
-    study_uid = _uid(seed, study_id)
-    series_uid = _uid(seed, study_id, series.series_id)
-    frame_uid = _uid(seed, study_id, "frame")
-    centre, width = 0.45 * series.scale, 0.9 * series.scale  # shows 0 .. 0.9 of the CSF level
+    uids = dict(StudyInstanceUID=_uid(seed, study_id), FrameOfReferenceUID=_uid(seed, study_id, "frame"),
+                SeriesInstanceUID=_uid(seed, study_id, series.series_id))
     for k, image in enumerate(pixels):
         instance = series.instance(k)
-        sop_uid = _uid(seed, study_id, series.series_id, instance)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = IMPLEMENTATION_UID
-        meta.ImplementationVersionName = f"RSNA_HARNESS_{VERSION}"
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.Modality = "MR"
+        ds = _slice_dataset(series, k, image, _uid(seed, study_id, series.series_id, instance))
         ds.PatientID = str(study_id)
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.SeriesDescription = series.description
-        ds.SeriesNumber = series.number
-        ds.InstanceNumber = instance
-        ds.ImagePositionPatient = [_mm(v) for v in series.position(k)]
-        ds.ImageOrientationPatient = [_mm(v) for v in series.orientation]
-        ds.PixelSpacing = [_mm(series.pixel_spacing)] * 2
-        ds.SliceThickness = _mm(series.thickness)
-        ds.SpacingBetweenSlices = _mm(series.spacing)
-        ds.WindowCenter = round(centre, 1)
-        ds.WindowWidth = round(width, 1)
-        ds.Rows, ds.Columns = image.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.PixelData = image.astype("<u2").tobytes()
+        for tag, uid in uids.items():
+            setattr(ds, tag, uid)
         ds.save_as(folder / f"{instance}.dcm", enforce_file_format=True)
+
+
+def _slice_dataset(series: Series, k: int, image: np.ndarray, sop_uid: str) -> Dataset:
+    """Spatial slice k of the series as a single-frame MR image (without the study's UIDs)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = _uid("implementation")
+    meta.ImplementationVersionName = f"RSNA_HARNESS_{VERSION}"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = "MR"
+    ds.SeriesDescription = series.description
+    ds.SeriesNumber = series.number
+    ds.InstanceNumber = series.instance(k)
+    ds.ImagePositionPatient = [_mm(v) for v in series.position(k)]
+    ds.ImageOrientationPatient = [_mm(v) for v in series.orientation]
+    ds.PixelSpacing = [_mm(series.pixel_spacing)] * 2
+    ds.SliceThickness = _mm(series.thickness)
+    ds.SpacingBetweenSlices = _mm(series.spacing)
+    ds.WindowCenter = round(0.45 * series.scale, 1)  # shows 0 .. 0.9 of the CSF level
+    ds.WindowWidth = round(0.9 * series.scale, 1)
+    ds.Rows, ds.Columns = image.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = image.astype("<u2").tobytes()
+    return ds
 
 
 # =============================================================================================
