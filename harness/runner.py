@@ -26,7 +26,7 @@ from harness.data.dataset import SliceDataset
 from harness.data.folds import fold_fingerprint, load_or_create
 from harness.data.rsna import SampleTable, data_fingerprint, load_samples
 from harness.data.schema import CLASS_KEYS
-from harness.errors import UsageError
+from harness.errors import DataError, UsageError
 from harness.hooks import CheckpointSelector, ConsoleProgress, DeadClassMonitor, EarlyStopping
 from harness.losses import build_loss
 from harness.metrics import classification_metrics, competition_score_spinal, confusion
@@ -54,7 +54,10 @@ def resolve_data(data_dir: str | None, console: Console) -> tuple[Path, str]:
         from rich.progress import Progress
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("demo studies", total=demo.DEFAULT_STUDIES)
-            demo.generate_demo(root, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            try:
+                demo.generate_demo(root, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            except FileExistsError:
+                raise DataError(f"{root}: exists but holds no complete demo dataset; remove it to regenerate") from None
     return root, "demo"
 
 

@@ -515,7 +515,9 @@ class _StudyPlan:
 
 
 def _plan_study(rng: np.random.Generator, series_ids: list[int], severity: np.ndarray) -> _StudyPlan:
-    scale = float(np.exp(rng.uniform(np.log(400), np.log(1500))))  # CSF raw value on T2
+    # CSF raw value on T2. Tissue then lies at 30-300: v9's fixed 50/350 window (a CT window on MR
+    # values, VARIANTS.md §12.3) saturates the CSF and some bone but still shows the canal's edges.
+    scale = float(np.exp(rng.uniform(np.log(300), np.log(900))))
 
     def series_scale() -> float:
         return scale * rng.uniform(0.9, 1.1)
@@ -599,7 +601,8 @@ def generate_demo(out_dir: str | os.PathLike, studies: int = DEFAULT_STUDIES, se
 
     Byte-identical for the same (studies, seed). Everything is written to a sibling
     `<out_dir>.tmp-<pid>` first and renamed at the end, so an interrupted run leaves nothing at
-    out_dir. `progress(done, total)` is called after each train study."""
+    out_dir; an existing non-empty out_dir raises FileExistsError. `progress(done, total)` is
+    called after each train study (the one test study is drawn before them)."""
     if studies < 1:
         raise ValueError(f"studies must be at least 1, got {studies}")
     out = pathlib.Path(out_dir)
