@@ -81,3 +81,43 @@ def test_artifacts_and_predictions(finished_run):
     assert ckpt["config"]["variant"] == "v9" and "model" in ckpt
     # the folds table is the run's dataset input
     assert any(d.dataset.name.startswith("folds-") for d in client.get_run(rid).inputs.dataset_inputs)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_run_on_localhost(finished_run):
+    """`harness ui` is a real `mlflow server` on 127.0.0.1, reading the same store."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    cwd, _, run, _ = finished_run
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "ui", "--port", str(port)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-2000:]
+                time.sleep(1)
+        remote = MlflowClient(f"http://127.0.0.1:{port}")
+        got = remote.get_run(run.info.run_id)
+        assert got.info.status == "FINISHED"
+        assert got.data.metrics["best/balanced_accuracy"] == run.data.metrics["best/balanced_accuracy"]
+        assert "config.yaml" in {a.path for a in remote.list_artifacts(run.info.run_id)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
