@@ -32,7 +32,7 @@ from harness.losses import build_loss
 from harness.metrics import classification_metrics, competition_score_spinal, confusion
 from harness.profiles import PROFILES
 from harness.registry import Variant, get_variant
-from harness.trainer import Trainer, seed_everything
+from harness.trainer import Trainer, resolve_device, seed_everything
 
 
 def harness_home() -> Path:
@@ -124,6 +124,7 @@ def describe(plan: RunPlan, console: Console):
 
 
 def loaders(plan: RunPlan, recipe_train: str, device: torch.device):
+    """Train loader (shuffled, seeded, drop_last as the variant) and validation loader, plus their options."""
     cfg = plan.cfg
     workers = cfg.data.num_workers
     common = dict(batch_size=cfg.train.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
@@ -169,26 +170,14 @@ def execute(plan: RunPlan, console: Console) -> str:
             warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
             mlflow.log_input(mlflow.data.from_pandas(plan.folds, name=f"folds-{cfg.data.condition}-{plan.data_fp}"),
                              context="folds")
-        history: list[dict] = []
         selector, monitor = CheckpointSelector(Path(workdir)), DeadClassMonitor()
         recorder = tracking.MlflowEpochLogger(extra)
-        hooks = [selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor), recorder,
-                 _History(history, extra)]
-        train_loader, val_loader, common = loaders(plan, cfg.data.augment, torch.device("cpu"))
+        hooks = [selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor), recorder]
+        train_loader, val_loader, common = loaders(plan, cfg.data.augment, resolve_device(cfg.train.device))
         trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
         trainer.fit()
-        _finish(plan, trainer, selector, monitor, history, common, console)
+        _finish(plan, trainer, selector, monitor, recorder.history, common, console)
         return run.info.run_id
-
-
-class _History(tracking.Hook):
-    """Keeps each epoch's logged metrics for the curves plot."""
-
-    def __init__(self, history, extra):
-        self.history, self.extra = history, extra
-
-    def after_validation(self, t):
-        self.history.append({"epoch": t.epoch, **tracking.epoch_metrics(t), **self.extra(t)})
 
 
 def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monitor: DeadClassMonitor,

@@ -81,13 +81,15 @@ def epoch_metrics(t: Trainer) -> dict[str, float]:
 
 
 class MlflowEpochLogger(Hook):
-    """Logs every epoch's metrics to the active MLflow run."""
+    """Logs every epoch's metrics to the active MLflow run and keeps them (`history`) for the plots."""
 
     def __init__(self, extra=None):
         self.extra = extra  # callable(trainer) -> dict of further per-epoch metrics
+        self.history: list[dict[str, float]] = []
 
     def after_validation(self, t: Trainer):
         metrics = epoch_metrics(t)
         if self.extra:
             metrics.update(self.extra(t))
         mlflow.log_metrics(metrics, step=t.epoch)
+        self.history.append({"epoch": t.epoch, **metrics})

@@ -1,5 +1,4 @@
 """A complete `harness run` on demo data, its MLflow content read back from the real SQLite store."""
-import io
 
 import numpy as np
 import pandas as pd
