@@ -188,7 +188,7 @@ def _plan_anatomy(rng: np.random.Generator, severity: np.ndarray, t2_spacing: fl
     return Anatomy(
         disc_z=(2 - np.arange(5)) * gap + rng.uniform(-0.04, 0.04, 5) * gap,
         gap=gap, tilt=rng.uniform(-0.08, 0.08), curve=rng.uniform(2.0, 8.0),
-        canal_half=rng.uniform(6, 8) * t2_spacing, narrow_sd=rng.uniform(4, 5) * t2_spacing,
+        canal_half=rng.uniform(7, 9) * t2_spacing, narrow_sd=rng.uniform(7, 9) * t2_spacing,
         canal_narrowing=_sample_in(rng, CANAL_NARROWING, severity[SPINAL]),
         hole_scale=_sample_in(rng, HOLE_SCALE, severity[1:]),
         foramen_x=0.0,  # set once the Sagittal T1 slice spacing is known
