@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from harness.data import schema
 from harness.data.demo import generate_demo
 
 SMALL_STUDIES = 12
@@ -27,6 +29,15 @@ def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("RSNA_DATA_DIR", raising=False)
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / ".harness"))
     return tmp_path
+
+
+def editable_copy(demo_root: Path, dst: Path) -> Path:
+    """The CSVs copied (so a test can break them), the images linked (they stay read-only)."""
+    dst.mkdir()
+    for name in (schema.TRAIN_CSV, schema.COORDS_CSV, schema.SERIES_CSV):
+        shutil.copy(demo_root / name, dst / name)
+    (dst / schema.TRAIN_IMAGES).symlink_to(demo_root / schema.TRAIN_IMAGES)
+    return dst
 
 
 def harness_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,19 +1,13 @@
 """Bad input through the real command: one line on stderr, exit code 2, and no MLflow run created."""
-import shutil
-
 import pandas as pd
 import pytest
 
-from conftest import harness_cli
+from conftest import editable_copy, harness_cli
 from harness.data import schema
 
 
 def _broken_copy(demo_root, tmp_path):
-    dst = tmp_path / "broken"
-    dst.mkdir()
-    for name in (schema.TRAIN_CSV, schema.COORDS_CSV, schema.SERIES_CSV):
-        shutil.copy(demo_root / name, dst / name)
-    (dst / schema.TRAIN_IMAGES).symlink_to(demo_root / schema.TRAIN_IMAGES)
+    dst = editable_copy(demo_root, tmp_path / "broken")
     df = pd.read_csv(dst / schema.COORDS_CSV).drop(columns=["x"])
     df.to_csv(dst / schema.COORDS_CSV, index=False)
     return dst

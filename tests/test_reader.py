@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import editable_copy
 from harness.data import schema
 from harness.data.folds import fold_fingerprint, load_or_create, split_studies
 from harness.data.rsna import data_fingerprint, load_samples
@@ -42,13 +43,7 @@ def test_every_condition_reads_from_its_series(demo_root):
 
 
 def _copy(demo_root, tmp_path):
-    import shutil
-    dst = tmp_path / "data"
-    dst.mkdir()
-    for name in (schema.TRAIN_CSV, schema.COORDS_CSV, schema.SERIES_CSV):
-        shutil.copy(demo_root / name, dst / name)
-    (dst / schema.TRAIN_IMAGES).symlink_to(demo_root / schema.TRAIN_IMAGES)
-    return dst
+    return editable_copy(demo_root, tmp_path / "data")
 
 
 def test_missing_image_rows_are_dropped(demo_root, tmp_path):
