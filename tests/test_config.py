@@ -26,6 +26,9 @@ def test_smoke_profile_shrinks_but_keeps_ratios():
     assert smoke.data.crop_radius / smoke.data.img_size == full.data.crop_radius / full.data.img_size
     assert smoke.train.epochs < full.train.epochs
     assert smoke.model.seq_hidden == full.model.seq_hidden  # structure unchanged
+    # random weights: one learning rate for all groups, no training augmentation (profiles.py)
+    assert smoke.train.lr_head == smoke.train.lr_backbone == 1e-3
+    assert smoke.data.augment == "none" and smoke.data.crop_jitter == 0 and full.data.augment == "v8"
 
 
 def test_precedence_profile_then_file_then_set(tmp_path):

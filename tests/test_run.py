@@ -16,7 +16,8 @@ EPOCHS = 2
 def finished_run(demo_root, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("run")
     res = harness_cli("run", "v9", "--fold", "0", "--data-dir", str(demo_root), "--profile", "smoke",
-                      "--set", f"train.epochs={EPOCHS}", "--set", "train.swa_start_epoch=1", "--set", "train.lr_backbone=2e-5", cwd=cwd)
+                      "--set", f"train.epochs={EPOCHS}", "--set", "train.swa_start_epoch=1", "--set", "train.lr_backbone=2e-4",
+                      "--set", "data.augment=v8", "--set", "data.crop_jitter=4", cwd=cwd)
     assert res.returncode == 0, res.stdout + res.stderr
     client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("rsna-spinal_canal_stenosis")
@@ -36,6 +37,7 @@ def test_run_is_finished_with_tags_and_params(finished_run):
     assert tags["harness.data_source"] == "kaggle"  # an explicit --data-dir
     assert run.data.params["loss.class_weights"] == "(1.0, 4.0, 6.0)"
     assert run.data.params["train.epochs"] == str(EPOCHS)
+    assert run.data.params["data.augment"] == "v8"  # the training augmentation path ran
 
 
 def test_every_epoch_metric_is_logged(finished_run):
