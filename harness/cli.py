@@ -78,22 +78,13 @@ def cmd_variants(args, console: Console) -> int:
 def cmd_data(args, console: Console) -> int:
     from pathlib import Path
 
-    from rich.progress import Progress
-
     from harness.data import demo
-    from harness.runner import harness_home
+    from harness.runner import harness_home, write_demo
 
     out = Path(args.out) if args.out else harness_home() / "demo"
     studies = args.studies if args.studies is not None else demo.DEFAULT_STUDIES
     seed = args.seed if args.seed is not None else demo.DEFAULT_SEED
-    if studies < 1:
-        raise UsageError(f"--studies must be at least 1, got {studies}")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: folder exists and is not empty")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("demo studies", total=studies)
-        demo.generate_demo(out, studies=studies, seed=seed,
-                           progress=lambda done, total: bar.update(task, completed=done))
+    write_demo(out, console, studies, seed)
     console.print(f"wrote {studies} demo studies (seed {seed}) to {out}")
     return 0
 

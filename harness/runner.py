@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 import yaml
 from rich.console import Console
+from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from harness import __version__, plots, tracking
@@ -40,6 +41,20 @@ def harness_home() -> Path:
     return Path(os.environ.get("HARNESS_HOME", ".harness")).resolve()
 
 
+def write_demo(out: Path, console: Console, studies: int = demo.DEFAULT_STUDIES, seed: int = demo.DEFAULT_SEED):
+    """Generate the demo dataset at `out` with a progress bar; an occupied folder is a one-line error."""
+    if studies < 1:
+        raise UsageError(f"--studies must be at least 1, got {studies}")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("demo studies", total=studies)
+        try:
+            demo.generate_demo(out, studies=studies, seed=seed,
+                               progress=lambda done, total: bar.update(task, completed=done))
+        except FileExistsError:
+            raise DataError(f"{out}: folder exists and holds no complete demo dataset; remove it or choose "
+                            "another") from None
+
+
 def resolve_data(data_dir: str | None, console: Console) -> tuple[Path, str]:
     """--data-dir, else $RSNA_DATA_DIR, else the built-in demo dataset (generated on first use)."""
     data_dir = data_dir or os.environ.get("RSNA_DATA_DIR")
@@ -49,15 +64,9 @@ def resolve_data(data_dir: str | None, console: Console) -> tuple[Path, str]:
             raise UsageError(f"--data-dir {data_dir}: no such folder")
         return root, "kaggle"
     root = harness_home() / "demo"
-    if not (root / "DEMO.json").is_file():
+    if not (root / demo.MARKER).is_file():
         console.print(f"Generating the built-in demo dataset at {root} ...")
-        from rich.progress import Progress
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("demo studies", total=demo.DEFAULT_STUDIES)
-            try:
-                demo.generate_demo(root, progress=lambda done, total: bar.update(task, completed=done, total=total))
-            except FileExistsError:
-                raise DataError(f"{root}: exists but holds no complete demo dataset; remove it to regenerate") from None
+        write_demo(root, console)
     return root, "demo"
 
 

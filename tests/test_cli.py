@@ -52,4 +52,4 @@ def test_data_demo_writes_the_layout_and_refuses_to_overwrite(workdir):
     assert res.returncode == 0, res.stderr
     assert (out / schema.TRAIN_CSV).is_file() and (out / schema.TRAIN_IMAGES).is_dir()
     again = harness_cli("data", "demo", "--out", str(out), "--studies", "2", cwd=workdir)
-    assert again.returncode == 2 and "exists and is not empty" in again.stderr
+    assert again.returncode == 2 and "folder exists and holds no complete demo dataset" in again.stderr
