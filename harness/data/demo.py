@@ -447,6 +447,9 @@ def _uid(*parts) -> str:
     return generate_uid(PYDICOM_ROOT_UID, entropy_srcs=["/".join(map(str, (UID_NAMESPACE, *parts)))])
 
 
+IMPLEMENTATION_UID = _uid("implementation")  # one per generator, written into every file's meta
+
+
 def _write_series(folder: pathlib.Path, series: Series, pixels: list[np.ndarray], study_id: int,
                   seed: int) -> None:
     folder.mkdir(parents=True)
@@ -467,7 +470,7 @@ def _slice_dataset(series: Series, k: int, image: np.ndarray, sop_uid: str) -> D
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = _uid("implementation")
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"RSNA_HARNESS_{VERSION}"
     ds = Dataset()
     ds.file_meta = meta
