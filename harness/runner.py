@@ -132,12 +132,12 @@ def describe(plan: RunPlan, console: Console):
                   f"val {len(plan.val_rows)} ({counts(plan.val_rows)} N/M/S)")
 
 
-def loaders(plan: RunPlan, recipe_train: str, device: torch.device):
+def loaders(plan: RunPlan, device: torch.device):
     """Train loader (shuffled, seeded, drop_last as the variant) and validation loader, plus their options."""
     cfg = plan.cfg
     workers = cfg.data.num_workers
     common = dict(batch_size=cfg.train.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
-    train_ds = SliceDataset(plan.table, plan.train_rows, cfg.data, True, recipe_train, cfg.train.seed)
+    train_ds = SliceDataset(plan.table, plan.train_rows, cfg.data, True, cfg.data.augment, cfg.train.seed)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     train = DataLoader(train_ds, shuffle=True, drop_last=cfg.train.drop_last, generator=gen, **common)
     val = DataLoader(SliceDataset(plan.table, plan.val_rows, cfg.data, False, "none", cfg.train.seed),
@@ -182,7 +182,7 @@ def execute(plan: RunPlan, console: Console) -> str:
         selector, monitor = CheckpointSelector(Path(workdir)), DeadClassMonitor()
         recorder = tracking.MlflowEpochLogger(extra)
         hooks = [selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor), recorder]
-        train_loader, val_loader, common = loaders(plan, cfg.data.augment, resolve_device(cfg.train.device))
+        train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device))
         trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
         trainer.fit()
         _finish(plan, trainer, selector, monitor, recorder.history, common, console)
