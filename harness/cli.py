@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="output folder (default: the harness's own demo location)")
     demo.add_argument("--studies", type=int, help="number of studies")
     demo.add_argument("--seed", type=int, help="generator seed")
+    from harness.data.schema import CONDITIONS  # a constants-only module: costs nothing at start-up
+
+    check = dsub.add_parser("check", help="report what in a dataset is usable and whether a run can start")
+    check.add_argument("--data-dir", required=True, help="dataset root in the Kaggle layout")
+    check.add_argument("--condition", default="spinal_canal_stenosis", choices=list(CONDITIONS),
+                       help="condition the verdict is for (default spinal_canal_stenosis)")
+    check.add_argument("--workers", type=int, help="decoding processes (default: all CPU cores)")
+    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     ui = sub.add_parser("ui", help="the MLflow UI on the harness's store")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1 only)")
@@ -76,6 +84,10 @@ def cmd_variants(args, console: Console) -> int:
 
 
 def cmd_data(args, console: Console) -> int:
+    return {"demo": _data_demo, "check": _data_check}[args.data_command](args, console)
+
+
+def _data_demo(args, console: Console) -> int:
     from pathlib import Path
 
     from harness.data import demo
@@ -87,6 +99,30 @@ def cmd_data(args, console: Console) -> int:
     write_demo(out, console, studies, seed)
     console.print(f"wrote {studies} demo studies (seed {seed}) to {out}")
     return 0
+
+
+def _data_check(args, console: Console) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from harness.data.check import check_dataset, print_report
+
+    root = Path(args.data_dir).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no such folder")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    err = Console(stderr=True)  # the bar stays off stdout, which may be --json
+    with Progress(console=err, transient=True, disable=not (err.is_terminal or err.is_jupyter)) as bar:
+        task = bar.add_task("decoding labelled files", total=None)
+        report = check_dataset(root.resolve(), args.condition, args.workers,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report, console)
+    return 0 if report.runnable else 1
 
 
 def cmd_ui(args, console: Console) -> int:

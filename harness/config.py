@@ -31,31 +31,64 @@ class DataConfig:
     num_slices: int = 7
     """Slices per sample, centred on the labelled instance."""
     slice_mode: str = "instance"
-    """'instance': centre instance number +-k, missing files become blank slices (the notebooks)."""
+    """'instance': centre instance number +-k (the notebooks); 'position': neighbours in the order of
+    ImagePositionPatient along the slice normal, within the labelled slice's orientation stack."""
+    rescale: bool = False
+    """Apply RescaleSlope/RescaleIntercept before the intensity mapping (no notebook did)."""
     intensity: str = "fixed_window"
-    """'minmax' per slice, 'dicom_window' (min-max when the tags are absent) or 'fixed_window'."""
+    """'minmax' per slice, 'dicom_window' (min-max when the tags are absent), 'fixed_window', or
+    'multiwindow' (v8: soft 50/350, bone 400/2000 and the DICOM window as three channels)."""
     window_center: float = 50.0
     """Centre of the fixed window (intensity='fixed_window')."""
     window_width: float = 350.0
     """Width of the fixed window (intensity='fixed_window')."""
+    multiwindow_collapse: bool = True
+    """intensity='multiwindow': convert the three windows to grey before CLAHE, as v8 ran (a defect:
+    the model sees one grey image); False applies CLAHE per channel and keeps three real views."""
     clahe_clip: float = 2.0
     """CLAHE clip limit on the full slice; 0 turns CLAHE off."""
     clahe_grid: int = 8
     """CLAHE tile grid (grid x grid)."""
     crop_radius: int = 256
-    """Half side of the crop window around (x, y), in source pixels; clipped at the image border."""
+    """Half side of the crop window around (x, y), in source pixels."""
+    crop_border: str = "clip"
+    """'clip': the window is clipped at the image border and stretched to a square (the notebooks);
+    'pad': the window keeps its size and the outside is zero."""
     crop_jitter: int = 0
     """Training-time shift of the crop centre, uniform in [-jitter, jitter] px, one draw per sample."""
     img_size: int = 256
     """Side of the resized crop fed to the model."""
+    channels: str = "grey3"
+    """'grey3': each slice an RGB image (grey replicated, or the three windows), sample (S, 3, H, W);
+    'stack': the S grey slices as the channels of one image (v7), sample (S, H, W)."""
     normalize: str = "imagenet"
     """'imagenet' mean/std standardisation of pixel/255, or 'none' (pixel/255)."""
+    frame_dropout: float = 0.0
+    """Training: each non-centre slice is zeroed (after normalisation) with this probability (v6)."""
     augment: str = "none"
     """Training augmentation recipe (harness.data.augment.RECIPES)."""
+    strong_augment: str = "none"
+    """Recipe for the oversampled copies of sampler='progressive' (v4/v10 'strong_aug')."""
+    augment_per_slice: bool = True
+    """Draw augmentation parameters per slice, as the notebooks did (the slices then disagree
+    geometrically); False draws once per sample so the slices stay aligned."""
+    augment_api: str = "1.x"
+    """Meaning of the notebooks' albumentations arguments: '1.x' (what they were written for) or
+    '2.x' (what albumentations 2 does with them: some silently ignored, VARIANTS.md §1.10)."""
+    oversample_fixed_aug: bool = True
+    """sampler='progressive': each oversampled copy gets the same augmentation every epoch (the
+    notebooks re-seeded per row; a quirk under albumentations 1.x)."""
+    sampler: str = "shuffle"
+    """'shuffle', 'weighted' (WeightedRandomSampler 1/n per class, with replacement, len(train) draws),
+    or 'progressive' (v4/v10 level-by-label oversampling with strong-augmentation copies)."""
     tta: tuple[str, ...] = ("none",)
     """Augmentation recipes averaged at the final evaluation; ('none',) means no TTA."""
+    cache: bool = True
+    """Read the deterministic part of the pipeline from the preprocessing cache (built on first use)."""
+    cache_dir: str | None = None
+    """Folder of the preprocessing cache; None: $HARNESS_HOME/cache."""
     num_workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes (the cache build uses every core regardless)."""
     num_folds: int = 5
     """StratifiedGroupKFold splits (shared by every variant)."""
     fold_seed: int = 42
@@ -63,12 +96,24 @@ class DataConfig:
 
     def __post_init__(self):
         _choice("data.condition", self.condition, tuple(CONDITIONS))
-        _choice("data.slice_mode", self.slice_mode, ("instance",))
-        _choice("data.intensity", self.intensity, ("minmax", "dicom_window", "fixed_window"))
+        _choice("data.slice_mode", self.slice_mode, ("instance", "position"))
+        _choice("data.intensity", self.intensity, ("minmax", "dicom_window", "fixed_window", "multiwindow"))
+        _choice("data.crop_border", self.crop_border, ("clip", "pad"))
+        _choice("data.channels", self.channels, ("grey3", "stack"))
         _choice("data.normalize", self.normalize, ("imagenet", "none"))
-        _choice("data.augment", self.augment, tuple(RECIPES))
+        _choice("data.sampler", self.sampler, ("shuffle", "weighted", "progressive"))
+        _choice("data.augment_api", self.augment_api, ("1.x", "2.x"))
+        for key in ("augment", "strong_augment"):
+            _choice(f"data.{key}", getattr(self, key), tuple(RECIPES))
         for recipe in self.tta:
             _choice("data.tta", recipe, tuple(RECIPES))
+        if self.channels == "stack" and self.intensity == "multiwindow" and not self.multiwindow_collapse:
+            raise UsageError("data.channels=stack needs one grey channel per slice; it cannot carry "
+                             "intensity=multiwindow with multiwindow_collapse=false")
+        if self.channels == "stack" and self.normalize != "none":
+            raise UsageError("data.channels=stack takes normalize=none (ImageNet statistics are per RGB channel)")
+        if not 0 <= self.frame_dropout < 1:
+            raise UsageError(f"data.frame_dropout must be in [0, 1), got {self.frame_dropout}")
         if self.num_slices < 1 or self.num_slices % 2 == 0:
             raise UsageError(f"data.num_slices must be a positive odd number, got {self.num_slices}")
         for key in ("crop_radius", "img_size"):

@@ -22,10 +22,12 @@ from torch.utils.data import DataLoader
 
 from harness import __version__, plots, tracking
 from harness.config import Config, apply_overrides, load_yaml
-from harness.data import demo
-from harness.data.dataset import SliceDataset
+from harness.data import cache, demo
+from harness.data.dataset import DirectSource, SliceDataset, Source
+from harness.data.preprocess import preprocess_key
 from harness.data.folds import fold_fingerprint, load_or_create
 from harness.data.rsna import SampleTable, data_fingerprint, load_samples
+from harness.data.samplers import progressive_oversample, weighted_sampler
 from harness.data.schema import CLASS_KEYS
 from harness.errors import DataError, UsageError
 from harness.hooks import CheckpointSelector, ConsoleProgress, DeadClassMonitor, EarlyStopping
@@ -132,15 +134,43 @@ def describe(plan: RunPlan, console: Console):
                   f"val {len(plan.val_rows)} ({counts(plan.val_rows)} N/M/S)")
 
 
-def loaders(plan: RunPlan, device: torch.device):
-    """Train loader (shuffled, seeded, drop_last as the variant) and validation loader, plus their options."""
-    cfg = plan.cfg
-    workers = cfg.data.num_workers
-    common = dict(batch_size=cfg.train.batch_size, num_workers=workers, pin_memory=device.type == "cuda")
-    train_ds = SliceDataset(plan.table, plan.train_rows, cfg.data, True, cfg.data.augment, cfg.train.seed)
+def data_source(plan: RunPlan, console: Console, log: Path) -> Source:
+    """The preprocessing cache (built with a progress bar on first use), or on-the-fly preparation
+    when data.cache is off; unreadable files then go to `log`."""
+    d = plan.cfg.data
+    if not d.cache:
+        return DirectSource(plan.table, d, log)
+    root = Path(d.cache_dir).expanduser() if d.cache_dir else harness_home() / "cache"
+    # no refresh thread: the build forks its workers, and a fork should not copy a running thread
+    with Progress(console=console, transient=True, auto_refresh=False) as bar:
+        task = bar.add_task("preprocessing", total=len(plan.table.samples))
+        return cache.open_or_build(plan.table, d, plan.data_fp, root, notice=console.print,
+                                   progress=lambda done, total: bar.update(task, completed=done, refresh=True))
+
+
+def unreadable_files(source: Source, log: Path) -> dict[str, str]:
+    """path -> reason of every unreadable file the run met (blank slices in its samples)."""
+    if isinstance(source, cache.PreprocessCache):
+        return dict(source.unreadable)
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return dict(line.split("\t", 1) for line in lines if "\t" in line)
+
+
+def loaders(plan: RunPlan, device: torch.device, source: Source):
+    """Train loader (sampler as the variant; seeded) and validation loader, plus their options."""
+    cfg, d = plan.cfg, plan.cfg.data
+    common = dict(batch_size=cfg.train.batch_size, num_workers=d.num_workers, pin_memory=device.type == "cuda")
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    train = DataLoader(train_ds, shuffle=True, drop_last=cfg.train.drop_last, generator=gen, **common)
-    val = DataLoader(SliceDataset(plan.table, plan.val_rows, cfg.data, False, "none", cfg.train.seed),
+    rows, copies = plan.train_rows, None
+    if d.sampler == "progressive":  # the notebooks seeded it with 42 + fold
+        rows, copies = progressive_oversample(plan.table.samples, rows, cfg.train.seed + cfg.fold)
+    train_ds = SliceDataset(plan.table, rows, d, True, d.augment, cfg.train.seed, source, copies)
+    if d.sampler == "weighted":
+        order = dict(sampler=weighted_sampler(train_ds.labels, gen))
+    else:
+        order = dict(shuffle=True, generator=gen)
+    train = DataLoader(train_ds, drop_last=cfg.train.drop_last, **order, **common)
+    val = DataLoader(SliceDataset(plan.table, plan.val_rows, d, False, "none", cfg.train.seed, source),
                      shuffle=False, **common)
     return train, val, common
 
@@ -156,9 +186,9 @@ def run_tags(plan: RunPlan) -> dict[str, str]:
 
 def execute(plan: RunPlan, console: Console) -> str:
     """Train and record one run; returns the MLflow run id."""
-    cfg, variant = plan.cfg, plan.variant
+    cfg = plan.cfg
     seed_everything(cfg.train.seed)
-    model = variant.build_model(cfg)  # weights-file errors surface here, before a run exists
+    model = plan.variant.build_model(cfg)  # weights-file errors surface here, before a run exists
     loss_fn = build_loss(cfg.loss)
     tracking.ensure_store()
     exp = tracking.experiment_id(f"rsna-{cfg.data.condition}" + ("-demo" if plan.source == "demo" else ""))
@@ -170,23 +200,45 @@ def execute(plan: RunPlan, console: Console) -> str:
             val["study_id"].to_numpy(), t.result.labels, t.result.probs)} if spinal else {}
 
     run_name = f"{cfg.variant}-fold{cfg.fold}-seed{cfg.train.seed}"
-    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=run_tags(plan)) as run, \
-            tempfile.TemporaryDirectory(prefix="harness-run-") as workdir:
-        console.print(f"MLflow run {run.info.run_id} ({run_name}) in {tracking.tracking_uri()}")
-        mlflow.log_params({k: str(v) for k, v in cfg.flat().items()})
-        mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
-        with warnings.catch_warnings():  # MLflow's schema hint about integer columns is noise here
-            warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-            mlflow.log_input(mlflow.data.from_pandas(plan.folds, name=f"folds-{cfg.data.condition}-{plan.data_fp}"),
-                             context="folds")
-        selector, monitor = CheckpointSelector(Path(workdir)), DeadClassMonitor()
-        recorder = tracking.MlflowEpochLogger(extra)
-        hooks = [selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor), recorder]
-        train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device))
-        trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
-        trainer.fit()
-        _finish(plan, trainer, selector, monitor, recorder.history, common, console)
-        return run.info.run_id
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as workdir:
+        log = Path(workdir) / "unreadable.tsv"
+        source = data_source(plan, console, log)  # before the run: a build that fails leaves no run
+        with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=run_tags(plan)) as run:
+            _record(plan, model, loss_fn, extra, source, log, Path(workdir), console)
+            return run.info.run_id
+
+
+def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Source, log: Path, workdir: Path,
+            console: Console):
+    """Inside the active MLflow run: parameters, inputs, training, then the summary."""
+    cfg, variant = plan.cfg, plan.variant
+    run = mlflow.active_run()
+    console.print(f"MLflow run {run.info.run_id} ({run.info.run_name}) in {tracking.tracking_uri()}")
+    mlflow.log_params({k: str(v) for k, v in cfg.flat().items()})
+    mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+    with warnings.catch_warnings():  # MLflow's schema hint about integer columns is noise here
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        mlflow.log_input(mlflow.data.from_pandas(plan.folds, name=f"folds-{cfg.data.condition}-{plan.data_fp}"),
+                         context="folds")
+    mlflow.set_tag("harness.preprocess_fingerprint", preprocess_key(cfg.data, plan.data_fp))
+    selector, monitor = CheckpointSelector(Path(workdir)), DeadClassMonitor()
+    recorder = tracking.MlflowEpochLogger(extra)
+    hooks = [selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor), recorder]
+    train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device), source)
+    trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
+    trainer.fit()
+    _finish(plan, trainer, selector, monitor, recorder.history, common, console)
+    _report_unreadable(unreadable_files(source, log), console)
+
+
+def _report_unreadable(files: dict[str, str], console: Console):
+    """data/unreadable_slices in MLflow and one line at the end of the run (never a crash)."""
+    mlflow.log_metric("data/unreadable_slices", len(files))
+    if files:
+        mlflow.log_text("".join(f"{p}\t{r}\n" for p, r in sorted(files.items())), "unreadable_slices.tsv")
+        first = next(iter(sorted(files.values())))
+        console.print(f"[yellow]{len(files)} unreadable DICOM file(s) were read as blank slices[/] "
+                      f"(first: {first}); `harness data check` lists them all")
 
 
 def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monitor: DeadClassMonitor,
@@ -201,7 +253,8 @@ def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monit
     if cfg.data.tta != ("none",):
         probs = []
         for recipe in cfg.data.tta:
-            ds = SliceDataset(plan.table, plan.val_rows, cfg.data, False, recipe, cfg.train.seed)
+            ds = SliceDataset(plan.table, plan.val_rows, cfg.data, False, recipe, cfg.train.seed,
+                              trainer.val_loader.dataset.source)
             probs.append(trainer.evaluate(trainer.model, DataLoader(ds, shuffle=False, **common)).probs)
         mlflow.log_metrics({f"tta/{k}": v for k, v in classification_metrics(best.labels, np.mean(probs, 0)).items()})
     preds = pd.DataFrame({"study_id": val["study_id"].to_numpy(), "level": val["level"].to_numpy(),

@@ -116,6 +116,9 @@ class Trainer:
 
     def train_one_epoch(self) -> tuple[float, int]:
         self.model.train()
+        set_epoch = getattr(self.train_loader.dataset, "set_epoch", None)
+        if set_epoch:  # fresh jitter/augmentation draws each epoch, whichever worker loads a sample
+            set_epoch(self.epoch)
         in_swa = self.in_swa()
         if in_swa and self.swa_scheduler is None:
             self.swa_scheduler = SWALR(self.optimizer, swa_lr=self.cfg.train.swa_lr,

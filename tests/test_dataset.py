@@ -42,3 +42,63 @@ def test_training_randomness_is_reproducible_per_epoch(demo_root):
     assert torch.equal(a, b)  # same (seed, epoch, index) -> same jitter and augmentation
     ds.set_epoch(1)
     assert not torch.equal(a, ds[1]["image"])
+
+
+def _denormalised(item) -> np.ndarray:
+    return item["image"].permute(0, 2, 3, 1).numpy() * IMAGENET_STD + IMAGENET_MEAN
+
+
+def test_v8_collapse_switch_gives_equal_or_distinct_channels(demo_root):
+    table = load_samples(demo_root)
+    collapsed = _cfg(**{"data.intensity": "multiwindow"}).data
+    views = _cfg(**{"data.intensity": "multiwindow", "data.multiwindow_collapse": False}).data
+    rgb = _denormalised(SliceDataset(table, [0], collapsed, False, "none", 0)[0])[3]
+    assert np.allclose(rgb[..., 0], rgb[..., 1], atol=1e-5) and np.allclose(rgb[..., 1], rgb[..., 2], atol=1e-5)
+    rgb = _denormalised(SliceDataset(table, [0], views, False, "none", 0)[0])[3]
+    diffs = [np.abs(rgb[..., a] - rgb[..., b]).mean() for a, b in ((0, 1), (1, 2), (0, 2))]
+    assert min(diffs) > 0.02, diffs  # soft, bone and DICOM windows really differ
+
+
+def test_slices_as_channels_for_v7(demo_root):
+    d = _cfg(**{"data.channels": "stack", "data.normalize": "none", "data.intensity": "dicom_window"}).data
+    table = load_samples(demo_root)
+    grey = SliceDataset(table, [0], _cfg(**{"data.intensity": "dicom_window", "data.normalize": "none"}).data,
+                        False, "none", 0)[0]["image"]
+    item = SliceDataset(table, [0], d, False, "none", 0)[0]["image"]
+    assert item.shape == (7, 64, 64) and 0 <= item.min() and item.max() <= 1
+    assert torch.allclose(item, grey[:, 0])  # the same slices, one channel each, in slice order
+
+
+def test_frame_dropout_zeroes_whole_neighbour_slices_in_training_only(demo_root):
+    d = _cfg(**{"data.frame_dropout": 0.5}).data
+    table = load_samples(demo_root)
+    train = SliceDataset(table, np.arange(40), d, True, "none", 0)
+    dropped = np.array([[not train[i]["image"][s].any() for s in range(7)] for i in range(40)])
+    assert not dropped[:, 3].any()  # the labelled slice is always kept
+    assert 0.3 < dropped[:, [0, 1, 2, 4, 5, 6]].mean() < 0.7
+    val = SliceDataset(table, np.arange(40), d, False, "none", 0)
+    assert all(val[i]["image"][s].any() for i in range(0, 40, 5) for s in range(7))  # blank slices are -mean/std
+
+
+def test_position_order_follows_anatomy_where_instance_numbers_run_backwards(demo_root):
+    """The demo has series numbered against their position: instance mode then walks the other way."""
+    import pydicom
+    from harness.data.series import series_index
+
+    table = load_samples(demo_root)
+    for r, row in table.samples.iterrows():
+        folder = table.image_path(row.study_id, row.series_id, row.instance_number).parent
+        stack = series_index(folder).stacks[0]
+        if stack[0] > stack[-1] and row.instance_number - 3 >= 1 and row.instance_number + 3 <= max(stack):
+            break
+    else:
+        raise AssertionError("the demo should hold a series numbered against its position")
+    by_instance = SliceDataset(table, [r], _cfg().data, False, "none", 0)[0]["image"]
+    by_position = SliceDataset(table, [r], _cfg(**{"data.slice_mode": "position"}).data, False, "none", 0)[0]["image"]
+    assert torch.equal(by_position, by_instance.flip(0))  # same slices, anatomical order
+    z = []
+    for offset in range(-3, 4):
+        ds = pydicom.dcmread(folder / f"{row.instance_number - offset}.dcm", stop_before_pixels=True)
+        normal = np.cross(np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float))
+        z.append(float(np.array(ds.ImagePositionPatient, float) @ normal))
+    assert np.all(np.diff(z) > 0)  # position order = increasing projection on the normal

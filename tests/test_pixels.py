@@ -1,11 +1,13 @@
 """The v9 pixel pipeline on known images: window, CLAHE, clipped crop, resize, channels, normalisation."""
+import cv2
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
 from harness.data.dicom import Slice, read_slice
-from harness.data.pixels import clahe, crop_resize, minmax, to_uint8, window
+from harness.data.pixels import (BONE_WINDOW, SOFT_WINDOW, clahe, crop_region, crop_resize, crop_window, minmax,
+                                 prepare_full_slice, three_windows, to_uint8, window)
 
 
 def test_fixed_window_maps_the_notebook_range():
@@ -54,3 +56,56 @@ def test_reads_pydicom_bundled_mr_file():
     ds = pydicom.dcmread(path)
     assert sl.pixels.shape == (ds.Rows, ds.Columns) and sl.pixels.dtype == np.float32
     assert np.array_equal(sl.pixels, ds.pixel_array.astype(np.float32))  # stored values, no rescale
+
+
+def _ramp_slice(wc=None, ww=None) -> Slice:
+    """A slice spanning raw MR values 0..1500, so the soft, bone and DICOM windows all differ."""
+    return Slice(np.tile(np.linspace(0, 1500, 64, dtype=np.float32), (64, 1)), wc, ww)
+
+
+def test_three_windows_are_soft_bone_and_dicom():
+    rgb = three_windows(_ramp_slice(700.0, 1400.0))
+    raw = _ramp_slice().pixels
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], window(raw, *SOFT_WINDOW).astype(np.uint8))
+    assert np.array_equal(rgb[..., 1], window(raw, *BONE_WINDOW).astype(np.uint8))
+    assert np.array_equal(rgb[..., 2], window(raw, 700, 1400).astype(np.uint8))
+    assert rgb[0, 0, 1] == 76  # bone window: raw 0 -> 76.5, truncated (VARIANTS.md §8.1)
+
+
+def test_multiwindow_collapse_gives_one_grey_image_replicated():
+    """v8 as it ran: RGB2GRAY before CLAHE, so the model sees three equal channels."""
+    grey = prepare_full_slice(_ramp_slice(), "multiwindow", 0, 1, collapse=True, clip=2.0, grid=8)
+    assert grey.ndim == 2
+    rgb = three_windows(_ramp_slice())
+    expected = clahe(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 2.0, 8)
+    assert np.array_equal(grey, expected)
+    three = np.repeat(grey[..., None], 3, axis=-1)
+    assert np.array_equal(three[..., 0], three[..., 1]) and np.array_equal(three[..., 1], three[..., 2])
+
+
+def test_multiwindow_without_collapse_keeps_three_views():
+    views = prepare_full_slice(_ramp_slice(), "multiwindow", 0, 1, collapse=False, clip=2.0, grid=8)
+    assert views.shape == (64, 64, 3)
+    assert not np.array_equal(views[..., 0], views[..., 1]) and not np.array_equal(views[..., 1], views[..., 2])
+    for c in range(3):  # CLAHE per channel
+        assert np.array_equal(views[..., c], clahe(np.ascontiguousarray(three_windows(_ramp_slice())[..., c]), 2.0, 8))
+
+
+def test_pad_keeps_the_scale_where_clip_stretches():
+    img = np.full((100, 100), 200, np.uint8)
+    padded = crop_resize(img, 0, 0, 40, 80, pad=True)  # 80x80 window, only its lower-right quarter inside
+    assert padded[:40, :].max() == 0 and padded[:, :40].max() == 0 and padded[41:, 41:].min() == 200
+    clipped = crop_resize(img, 0, 0, 40, 80)
+    assert clipped.min() == 200  # the 40x40 inside part stretched over everything
+
+
+def test_a_region_with_room_for_jitter_gives_the_same_crop_as_the_whole_slice():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (90, 120), dtype=np.uint8)
+    for cx, cy in [(5, 7), (60, 45), (118, 88), (200, 10)]:
+        region, x0, y0 = crop_region(img, cx, cy, 30 + 8)
+        for dx, dy in [(-8, 8), (0, 0), (8, -3)]:
+            for pad in (False, True):
+                assert np.array_equal(crop_window(region, x0, y0, cx + dx, cy + dy, 30, 32, pad),
+                                      crop_resize(img, cx + dx, cy + dy, 30, 32, pad))

@@ -1,14 +1,16 @@
-"""Torch dataset: a sample row -> (S, 3, H, W) tensor of the labelled slice and its neighbours.
+"""Torch dataset: a sample row -> the tensor of the labelled slice and its neighbours.
 
-Slice selection in 'instance' mode (VARIANTS.md §1.5): instance numbers centre-k .. centre+k, a
-missing or unreadable file is a blank slice in its place, the same (x, y) for every slice.
-Randomness (crop jitter, augmentation) comes from a generator seeded by (seed, epoch, index), so a
-sample looks the same whichever worker loads it.
+The deterministic part of a sample comes from a source: the preprocessing cache, or `DirectSource`
+computing the same thing on the fly. The random part happens here, per epoch: crop jitter (one
+draw per sample, the same for every slice), the crop window and resize, channel layout,
+augmentation (per slice as the notebooks did, or once per sample), normalisation, frame dropout.
+Randomness comes from a generator seeded by (seed, epoch, index), so a sample looks the same
+whichever worker loads it.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,72 +18,103 @@ from torch.utils.data import Dataset
 
 from harness.config import DataConfig
 from harness.data import augment
-from harness.data.dicom import read_slice
-from harness.data.pixels import clahe, crop_resize, to_uint8
+from harness.data.pixels import crop_window
+from harness.data.preprocess import PreparedSample, prepare_sample
 from harness.data.rsna import SampleTable
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=2048)
-def prepared_slice(path: Path, intensity: str, center: float, width: float, clip: float, grid: int) -> np.ndarray:
-    """The deterministic full-slice part (decode, intensity, CLAHE), shared by the levels of a study.
+class Source(Protocol):
+    def __getitem__(self, index: int) -> PreparedSample: ...
 
-    The levels of a study mostly sit on the same instances, so this per-process cache removes most
-    decoding; the on-disk preprocessing cache of DESIGN.md replaces it for real-size data.
-    """
-    return clahe(to_uint8(read_slice(path), intensity, center, width), clip, grid)
+
+class DirectSource:
+    """Prepares samples on every read (data.cache=false). Unreadable files are appended to
+    `log` (one 'path<TAB>reason' line each), so DataLoader worker processes report them too."""
+
+    def __init__(self, table: SampleTable, cfg: DataConfig, log: Path | None = None):
+        self.table, self.cfg, self.log = table, cfg, log
+
+    def __getitem__(self, index: int) -> PreparedSample:
+        p = prepare_sample(self.table, index, self.cfg)
+        if p.unreadable and self.log is not None:
+            with open(self.log, "a") as f:  # appends of a short line are atomic across processes
+                f.writelines(f"{path}\t{reason}\n" for path, reason in p.unreadable)
+        return p
 
 
 class SliceDataset(Dataset):
-    """Samples of one fold; `augment` names a recipe of harness.data.augment ('none' for validation)."""
+    """Samples `rows` of a table. `recipe` names the augmentation (harness.data.augment; 'none' for
+    validation); `copies` gives, per item, -1 for an original row or the augmentation variant of
+    an oversampled copy, which gets `cfg.strong_augment` (sampler='progressive')."""
 
-    def __init__(self, table: SampleTable, rows, cfg: DataConfig, train: bool, recipe: str, seed: int):
+    def __init__(self, table: SampleTable, rows, cfg: DataConfig, train: bool, recipe: str, seed: int,
+                 source: Source | None = None, copies: np.ndarray | None = None):
         self.table, self.cfg, self.train, self.seed = table, cfg, train, seed
-        self.samples = table.samples.iloc[rows].reset_index(drop=True)
-        self.transform = augment.build(recipe)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.source = source if source is not None else DirectSource(table, cfg)
+        self.copies = copies
+        self.transform = augment.build(recipe, api=cfg.augment_api)
+        self.strong = augment.build(cfg.strong_augment, api=cfg.augment_api) if copies is not None else None
+        labels = table.samples["label"].to_numpy()[self.rows]
+        levels = table.samples["level_idx"].to_numpy()[self.rows]
+        self.labels, self.levels = labels, levels
         self.epoch = 0
-        self.unreadable = 0  # files that exist but failed to decode (per process)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
     def __len__(self):
-        return len(self.samples)
+        return len(self.rows)
 
-    def _slice(self, path: Path) -> np.ndarray | None:
-        if not path.is_file():
-            return None
+    def _crops(self, p: PreparedSample, cx: int, cy: int) -> np.ndarray:
+        """(S, H, W, C) uint8: the crop of every slice, blank where the slice is."""
         c = self.cfg
-        try:
-            return prepared_slice(path, c.intensity, c.window_center, c.window_width, c.clahe_clip, c.clahe_grid)
-        except Exception:  # a broken file is a blank slice, as in the notebooks, and is counted
-            self.unreadable += 1
-            return None
+        channels = next((r.shape[2] for r in p.regions if r is not None and r.ndim == 3), 1)
+        out = np.zeros((len(p.regions), c.img_size, c.img_size, channels), np.uint8)
+        for s, (region, (x0, y0)) in enumerate(zip(p.regions, p.corners)):
+            if region is not None:
+                crop = crop_window(region, x0, y0, cx, cy, c.crop_radius, c.img_size, c.crop_border == "pad")
+                out[s] = crop.reshape(c.img_size, c.img_size, channels)
+        return out
+
+    def _augment(self, x: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
+        copy = -1 if self.copies is None else int(self.copies[i])
+        transform = self.strong if copy >= 0 else self.transform
+        if transform is None:
+            return x
+        aug_seed = int(rng.integers(2**31))
+        if copy >= 0 and self.cfg.oversample_fixed_aug:  # the notebooks' np.random.seed(idx*1000+variant)
+            aug_seed = i * 1000 + copy
+        return augment.apply(transform, x, self.cfg.augment_per_slice, aug_seed)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row, c = self.samples.iloc[i], self.cfg
+        c, r = self.cfg, int(self.rows[i])
+        row = self.table.samples.iloc[r]
         rng = np.random.default_rng([self.seed, self.epoch, i, int(self.train)])
         cx, cy = int(row.x), int(row.y)
         if self.train and c.crop_jitter:
-            cx, cy = (int(v) + int(rng.integers(-c.crop_jitter, c.crop_jitter + 1)) for v in (cx, cy))
-        if self.transform is not None:
-            self.transform.set_random_seed(int(rng.integers(2**31)))
-        half = c.num_slices // 2
-        slices = []
-        for offset in range(-half, half + 1):
-            img = self._slice(self.table.image_path(row.study_id, row.series_id, row.instance_number + offset))
-            crop = (np.zeros((c.img_size, c.img_size), np.uint8) if img is None
-                    else crop_resize(img, cx, cy, c.crop_radius, c.img_size))
-            rgb = np.repeat(crop[:, :, None], 3, axis=2)
-            if self.transform is not None:  # per slice, independently, as the notebooks did
-                rgb = self.transform(image=rgb)["image"]
-            slices.append(rgb)
-        x = np.stack(slices).astype(np.float32) / 255.0
-        if c.normalize == "imagenet":
-            x = (x - IMAGENET_MEAN) / IMAGENET_STD
-        return {"image": torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(),
-                "level": torch.tensor(row.level_idx, dtype=torch.long),
-                "label": torch.tensor(row.label, dtype=torch.long),
+            cx, cy = (v + int(rng.integers(-c.crop_jitter, c.crop_jitter + 1)) for v in (cx, cy))
+        x = self._crops(self.source[r], cx, cy)
+        if c.channels == "stack":  # v7: the S grey slices are the channels of one image
+            x = self._augment(x[..., 0].transpose(1, 2, 0)[None], i, rng)[0].transpose(2, 0, 1)
+            image = x.astype(np.float32) / 255.0  # (S, H, W); v7 had no ImageNet normalisation
+        else:
+            if x.shape[-1] == 1:  # grey -> RGB by replication (COLOR_GRAY2RGB)
+                x = np.repeat(x, 3, axis=-1)
+            x = self._augment(x, i, rng).astype(np.float32) / 255.0
+            if c.normalize == "imagenet":
+                x = (x - IMAGENET_MEAN) / IMAGENET_STD
+            image = x.transpose(0, 3, 1, 2)  # (S, 3, H, W)
+        if self.train and c.frame_dropout > 0:  # v6: zero after normalisation, centre slice always kept
+            centre = len(image) // 2
+            drop = rng.random(len(image)) <= c.frame_dropout
+            drop[centre] = False
+            image = image.copy()
+            image[drop] = 0
+        return {"image": torch.from_numpy(np.ascontiguousarray(image)),
+                "level": torch.tensor(self.levels[i], dtype=torch.long),
+                "label": torch.tensor(self.labels[i], dtype=torch.long),
                 "index": torch.tensor(i, dtype=torch.long)}
