@@ -12,6 +12,7 @@ import sys
 
 from rich.console import Console
 
+from harness.data.schema import CONDITIONS  # constants only: costs nothing at start-up
 from harness.errors import HarnessError, UsageError
 
 
@@ -43,8 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="output folder (default: the harness's own demo location)")
     demo.add_argument("--studies", type=int, help="number of studies")
     demo.add_argument("--seed", type=int, help="generator seed")
-    from harness.data.schema import CONDITIONS  # a constants-only module: costs nothing at start-up
-
     check = dsub.add_parser("check", help="report what in a dataset is usable and whether a run can start")
     check.add_argument("--data-dir", required=True, help="dataset root in the Kaggle layout")
     check.add_argument("--condition", default="spinal_canal_stenosis", choices=list(CONDITIONS),

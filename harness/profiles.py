@@ -10,7 +10,8 @@ Two rules exist because smoke starts from random weights and trains for minutes,
   backbone, and a random one barely moves at them in 8 epochs;
 - no training augmentation or crop jitter: they regularise long runs, and in an 8-epoch run on a
   random backbone they stop it learning at all. `--set data.augment=...` puts a recipe back.
-Loading runs in the main process, whose slice cache then lives across epochs.
+Loading runs in the main process: samples come from the preprocessing cache, and at 64 px worker
+processes would cost more to start than they save.
 """
 from __future__ import annotations
 

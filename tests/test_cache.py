@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from pydicom.data import get_testdata_file
 
 from harness.data import cache
 from harness.data.dataset import DirectSource, SliceDataset
@@ -91,7 +92,7 @@ def test_unreadable_and_missing_slices_are_blank_and_recorded(demo_root, tmp_pat
     row = table.samples.iloc[0]
     centre = d.num_slices // 2
     broken = table.image_path(row.study_id, row.series_id, row.instance_number + 1)
-    broken.write_bytes(broken.read_bytes()[:len(broken.read_bytes()) // 2])  # truncated
+    shutil.copy(get_testdata_file("MR_truncated.dcm"), broken)  # pydicom's own truncated MR file
     table.samples.loc[0, "instance_number"] = 1  # neighbours below 1 do not exist
     built = cache.open_or_build(table, d, data_fingerprint(root), tmp_path / "cache", workers=2)
     assert built[0].status[:centre].tolist() == [MISSING] * centre and built[0].status[centre] == OK

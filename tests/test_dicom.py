@@ -8,9 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from dicom_files import write_mr
 from harness.data.dicom import UnreadableSlice, read_slice
 from harness.errors import DataError
 
@@ -20,26 +19,6 @@ MR_SMALL_VARIANTS = sorted(get_testdata_files("MR_small*"))
 def _reference() -> np.ndarray:
     """MR_small.dcm's stored values, decoded independently of read_slice."""
     return pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array.astype(np.float32)
-
-
-def _write_mr(path: Path, pixels: np.ndarray | None, **tags) -> Path:
-    """A minimal single-frame uint16 MR file; pixels=None leaves out PixelData."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.Rows, ds.Columns = (4, 5) if pixels is None else pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    for tag, value in tags.items():
-        setattr(ds, tag, value)
-    if pixels is not None:
-        ds.PixelData = pixels.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_all_mr_small_variants_are_present():
@@ -82,7 +61,7 @@ def test_missing_file_raises_unreadable_not_oserror(tmp_path):
 
 
 def test_dicom_without_pixel_data_raises(tmp_path):
-    path = _write_mr(tmp_path / "nopixels.dcm", None)
+    path = write_mr(tmp_path / "nopixels.dcm", None)
     with pytest.raises(UnreadableSlice) as caught:
         read_slice(path)
     assert str(caught.value) == f"{path}: no pixel data"
@@ -90,7 +69,7 @@ def test_dicom_without_pixel_data_raises(tmp_path):
 
 def test_multi_frame_file_raises(tmp_path):
     frames = np.arange(2 * 4 * 5, dtype=np.uint16).reshape(2, 4, 5)
-    path = _write_mr(tmp_path / "multi.dcm", frames[0], NumberOfFrames=2)
+    path = write_mr(tmp_path / "multi.dcm", frames[0], NumberOfFrames=2)
     ds = pydicom.dcmread(path)
     ds.PixelData = frames.astype("<u2").tobytes()
     ds.save_as(path, enforce_file_format=True)
@@ -100,7 +79,7 @@ def test_multi_frame_file_raises(tmp_path):
 
 def test_rescale_applies_slope_and_intercept_only_when_asked(tmp_path):
     stored = np.arange(20, dtype=np.uint16).reshape(4, 5) * 7
-    path = _write_mr(tmp_path / "rescaled.dcm", stored, RescaleSlope=2, RescaleIntercept=-100)
+    path = write_mr(tmp_path / "rescaled.dcm", stored, RescaleSlope=2, RescaleIntercept=-100)
     plain, rescaled = read_slice(path), read_slice(path, rescale=True)
     assert np.array_equal(plain.pixels, stored.astype(np.float32))
     assert np.array_equal(rescaled.pixels, stored.astype(np.float32) * 2 - 100)
@@ -109,17 +88,17 @@ def test_rescale_applies_slope_and_intercept_only_when_asked(tmp_path):
 
 def test_rescale_without_the_tags_returns_stored_values(tmp_path):
     stored = np.arange(20, dtype=np.uint16).reshape(4, 5)
-    path = _write_mr(tmp_path / "plain.dcm", stored)
+    path = write_mr(tmp_path / "plain.dcm", stored)
     assert np.array_equal(read_slice(path, rescale=True).pixels, stored.astype(np.float32))
 
 
 def test_multi_valued_window_gives_the_first_value(tmp_path):
-    path = _write_mr(tmp_path / "windows.dcm", np.ones((4, 5), np.uint16),
+    path = write_mr(tmp_path / "windows.dcm", np.ones((4, 5), np.uint16),
                      WindowCenter=[300, 500], WindowWidth=[800, 1200])
     sl = read_slice(path)
     assert (sl.window_center, sl.window_width) == (300.0, 800.0)
 
 
 def test_absent_window_is_none(tmp_path):
-    sl = read_slice(_write_mr(tmp_path / "nowindow.dcm", np.ones((4, 5), np.uint16)))
+    sl = read_slice(write_mr(tmp_path / "nowindow.dcm", np.ones((4, 5), np.uint16)))
     assert sl.window_center is None and sl.window_width is None

@@ -96,3 +96,30 @@ def test_fingerprints(demo_root):
     assert fold_fingerprint(s) == fold_fingerprint(s.iloc[::-1])
     assert fold_fingerprint(s) != fold_fingerprint(s.iloc[1:])
     assert len(data_fingerprint(demo_root)) == 16
+
+
+def test_left_and_right_subarticular_may_sit_on_different_axial_series(demo_root):
+    coords = pd.read_csv(demo_root / schema.COORDS_CSV)
+    sub = coords[coords["condition"].str.contains("Subarticular")]
+    split = sub.groupby(["study_id", "level"])["series_id"].nunique()
+    study, level = split[split > 1].index[0]  # the demo has such a study (as the real data does)
+    level_key = level.lower().replace("/", "_")
+    for side in ("left", "right"):
+        s = load_samples(demo_root, f"{side}_subarticular_stenosis").samples
+        got = s[(s["study_id"] == study) & (s["level"] == level_key)]["series_id"].tolist()
+        want = sub[(sub["study_id"] == study) & (sub["level"] == level) &
+                   (sub["condition"] == f"{side.title()} Subarticular Stenosis")]["series_id"].tolist()
+        assert got == want
+
+
+@pytest.mark.parametrize("condition", list(schema.CONDITIONS))
+def test_every_condition_yields_samples_with_a_real_centre_slice(demo_root, condition):
+    from harness.data.dataset import SliceDataset
+    from harness.registry import get_variant
+    from harness.runner import build_config
+
+    cfg = build_config(get_variant("v9"), 0, "smoke", None, {"data.condition": condition}, None)
+    table = load_samples(demo_root, condition)
+    item = SliceDataset(table, [0, len(table.samples) - 1], cfg.data, False, "none", 0)[1]
+    centre = item["image"][cfg.data.num_slices // 2]
+    assert centre.std() > 0.1  # decoded, windowed and cropped, not a blank slice

@@ -122,3 +122,29 @@ def test_ui_serves_the_run_on_localhost(finished_run):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
+def test_unreadable_slice_is_a_blank_counted_and_reported(demo_root, tmp_path, use_cache):
+    """A truncated DICOM never stops a run: it becomes a blank slice, data/unreadable_slices counts
+    it (also when DataLoader workers read it) and the run ends with a line naming it."""
+    import shutil
+
+    from harness.data.rsna import load_samples
+
+    root = shutil.copytree(demo_root, tmp_path / "data")
+    row = load_samples(root).samples.iloc[0]
+    broken = root / "train_images" / str(row.study_id) / str(row.series_id) / f"{row.instance_number + 1}.dcm"
+    broken.write_bytes(broken.read_bytes()[:2000])
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    res = harness_cli("run", "v9", "--data-dir", str(root), "--profile", "smoke", "--set", "train.epochs=1",
+                      "--set", "data.tta=[none]",
+                      "--set", f"data.cache={str(use_cache).lower()}", "--set", "data.num_workers=2", cwd=cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 unreadable DICOM file(s) were read as blank slices" in res.stdout and str(broken) in res.stdout
+    client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("rsna-spinal_canal_stenosis").experiment_id])[0]
+    assert run.data.metrics["data/unreadable_slices"] == 1
+    listed = client.download_artifacts(run.info.run_id, "unreadable_slices.tsv", str(tmp_path))
+    assert open(listed).read().startswith(f"{broken}\t")

@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from dicom_files import write_mr
 from harness.data import schema
 from harness.data.dicom import read_slice
 from harness.data.series import build_index, instance_neighbours, neighbours, series_index
@@ -26,27 +25,14 @@ def _normal(orientation) -> np.ndarray:
 
 def write_slice(folder: Path, instance: int, value: int, position=None, orientation=None,
                 shape: tuple[int, int] = (16, 16)) -> Path:
-    """One uint16 MONOCHROME2 file '<instance>.dcm' filled with `value`; geometry left out when None."""
+    """One file '<instance>.dcm' filled with `value`; geometry left out when None."""
     folder.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.InstanceNumber = instance
+    tags = {"InstanceNumber": instance}
     if position is not None:
-        ds.ImagePositionPatient = [round(float(v), 4) for v in position]
+        tags["ImagePositionPatient"] = [round(float(v), 4) for v in position]
     if orientation is not None:
-        ds.ImageOrientationPatient = [round(float(v), 6) for v in orientation]
-    ds.Rows, ds.Columns = shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = np.full(shape, value, "<u2").tobytes()
-    path = folder / f"{instance}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path
+        tags["ImageOrientationPatient"] = [round(float(v), 6) for v in orientation]
+    return write_mr(folder / f"{instance}.dcm", np.full(shape, value), **tags)
 
 
 def write_stack(folder: Path, instances: list[int], orientation=SAGITTAL, origin=(0.0, 0.0, 0.0),
