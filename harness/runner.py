@@ -144,8 +144,12 @@ def data_source(plan: RunPlan, console: Console, log: Path) -> Source:
     # no refresh thread: the build forks its workers, and a fork should not copy a running thread
     with Progress(console=console, transient=True, auto_refresh=False) as bar:
         task = bar.add_task("preprocessing", total=len(plan.table.samples))
-        return cache.open_or_build(plan.table, d, plan.data_fp, root, notice=console.print,
-                                   progress=lambda done, total: bar.update(task, completed=done, refresh=True))
+        try:
+            return cache.open_or_build(plan.table, d, plan.data_fp, root, notice=console.print,
+                                       progress=lambda done, total: bar.update(task, completed=done, refresh=True))
+        except OSError as exc:  # a read-only or full disk: say where, and how to avoid it
+            raise DataError(f"preprocessing cache {root}: {exc.strerror or exc} (set data.cache_dir to a "
+                            "writable folder, or data.cache=false)") from None
 
 
 def unreadable_files(source: Source, log: Path) -> dict[str, str]:

@@ -53,3 +53,18 @@ def test_data_demo_writes_the_layout_and_refuses_to_overwrite(workdir):
     assert (out / schema.TRAIN_CSV).is_file() and (out / schema.TRAIN_IMAGES).is_dir()
     again = harness_cli("data", "demo", "--out", str(out), "--studies", "2", cwd=workdir)
     assert again.returncode == 2 and "folder exists and holds no complete demo dataset" in again.stderr
+
+
+def test_unwritable_cache_folder_is_one_line_and_no_run(demo_root, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    res = harness_cli("run", "v9", "--data-dir", str(demo_root), "--profile", "smoke",
+                      "--set", f"data.cache_dir={blocker}", cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "preprocessing cache" in lines[0] and str(blocker) in lines[0]
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if db.exists():  # the store may exist; a run must not
+        from mlflow import MlflowClient
+        client = MlflowClient(f"sqlite:///{db}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -18,7 +18,7 @@ import pandas as pd
 import pydicom
 
 from harness.data import dicom, schema
-from harness.data.rsna import SampleTable, _read_csv, load_samples
+from harness.data.rsna import SampleTable, load_samples, read_checked_csv
 from harness.errors import DataError
 
 DEFAULT_CONDITION = "spinal_canal_stenosis"
@@ -168,7 +168,7 @@ def _try_read(root: Path, name: str, columns: tuple[str, ...], int_columns: tupl
     """The CSV with its ids checked to be integers (they become paths); None when it is unreadable."""
     # load_samples has already put the reason in the report
     try:
-        return _read_csv(root, name, columns, int_columns)
+        return read_checked_csv(root, name, columns, int_columns)
     except DataError:
         return None
 

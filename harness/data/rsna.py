@@ -32,7 +32,10 @@ class SampleTable:
         return self.root / schema.TRAIN_IMAGES / str(int(study_id)) / str(int(series_id)) / f"{int(instance)}.dcm"
 
 
-def _read_csv(root: Path, name: str, columns: tuple[str, ...], int_columns: tuple[str, ...]) -> pd.DataFrame:
+def read_checked_csv(root: Path, name: str, columns: tuple[str, ...],
+                     int_columns: tuple[str, ...]) -> pd.DataFrame:
+    """A Kaggle CSV with its columns present and its id columns checked to be integers (they become
+    paths); a missing or malformed file is a one-line DataError naming it."""
     path = root / name
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the Kaggle layout, see RSNA_DATA.md)")
@@ -60,9 +63,9 @@ def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis") -> 
         raise DataError(f"{root}: data folder not found")
     coord_name, series_desc = schema.CONDITIONS[condition]
     columns = tuple(f"{condition}_{lvl}" for lvl in schema.LEVELS)
-    train = _read_csv(root, schema.TRAIN_CSV, ("study_id",) + columns, ("study_id",))
-    coords = _read_csv(root, schema.COORDS_CSV, schema.COORDS_COLUMNS, ("study_id", "series_id", "instance_number"))
-    series = _read_csv(root, schema.SERIES_CSV, schema.SERIES_COLUMNS, ("study_id", "series_id"))
+    train = read_checked_csv(root, schema.TRAIN_CSV, ("study_id",) + columns, ("study_id",))
+    coords = read_checked_csv(root, schema.COORDS_CSV, schema.COORDS_COLUMNS, ("study_id", "series_id", "instance_number"))
+    series = read_checked_csv(root, schema.SERIES_CSV, schema.SERIES_COLUMNS, ("study_id", "series_id"))
 
     # labels, level-major as pd.melt orders them
     labels = train.melt(id_vars="study_id", value_vars=list(columns), var_name="column", value_name="severity")
