@@ -71,14 +71,16 @@ def cmd_run(args, console: Console) -> int:
 
 
 def cmd_variants(args, console: Console) -> int:
-    from harness.registry import get_variant, list_variants
+    from harness.registry import list_variants, summarise
 
-    rows = [{"name": n, "description": get_variant(n).description} for n in list_variants()]
+    with Console(stderr=True).status("building each variant's model to count its parameters"):
+        rows = [summarise(name) for name in list_variants()]
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for row in rows:
-            console.print(f"[bold]{row['name']:<6}[/] {row['description']}")
+        return 0
+    for row in rows:
+        console.print(f"[bold]{row['name']:<6}[/] {row['parameters']:>12,}  {row['description']}")
+        console.print(f"       {row['architecture']}", style="dim")
     return 0
 
 

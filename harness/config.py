@@ -62,7 +62,11 @@ class DataConfig:
     """'grey3': each slice an RGB image (grey replicated, or the three windows), sample (S, 3, H, W);
     'stack': the S grey slices as the channels of one image (v7), sample (S, H, W)."""
     normalize: str = "imagenet"
-    """'imagenet' mean/std standardisation of pixel/255, or 'none' (pixel/255)."""
+    """'imagenet' mean/std standardisation of pixel/255 (channels='stack': the grey mean/std of the
+    three), or 'none' (pixel/255: v7, a defect with an ImageNet-pretrained backbone)."""
+    blank_slice: str = "pixel"
+    """A missing or unreadable slice is 'pixel' zero (black, i.e. -mean/std after normalisation, as the
+    notebooks) or 'normalized' zero (the mean grey after normalisation)."""
     frame_dropout: float = 0.0
     """Training: each non-centre slice is zeroed (after normalisation) with this probability (v6)."""
     augment: str = "none"
@@ -101,6 +105,7 @@ class DataConfig:
         _choice("data.crop_border", self.crop_border, ("clip", "pad"))
         _choice("data.channels", self.channels, ("grey3", "stack"))
         _choice("data.normalize", self.normalize, ("imagenet", "none"))
+        _choice("data.blank_slice", self.blank_slice, ("pixel", "normalized"))
         _choice("data.sampler", self.sampler, ("shuffle", "weighted", "progressive"))
         _choice("data.augment_api", self.augment_api, ("1.x", "2.x"))
         for key in ("augment", "strong_augment"):
@@ -110,8 +115,6 @@ class DataConfig:
         if self.channels == "stack" and self.intensity == "multiwindow" and not self.multiwindow_collapse:
             raise UsageError("data.channels=stack needs one grey channel per slice; it cannot carry "
                              "intensity=multiwindow with multiwindow_collapse=false")
-        if self.channels == "stack" and self.normalize != "none":
-            raise UsageError("data.channels=stack takes normalize=none (ImageNet statistics are per RGB channel)")
         if not 0 <= self.frame_dropout < 1:
             raise UsageError(f"data.frame_dropout must be in [0, 1), got {self.frame_dropout}")
         if self.num_slices < 1 or self.num_slices % 2 == 0:
@@ -157,6 +160,16 @@ class ModelConfig:
     """Dropout before the classifier's last Linear."""
     head_bias: tuple[float, ...] | None = None
     """Initial bias of the final layer (one per class); None keeps PyTorch's default init."""
+    attn_heads: int = 4
+    """Heads of the multi-head self-attention over slices (v4/v10)."""
+    aux_hidden: int = 64
+    """Hidden width of the auxiliary binary/severity heads (v4/v10)."""
+    ordinal_hidden: int = 128
+    """Hidden width of the ordinal head (v7); v6's CORAL head reads head_hidden."""
+    ordinal_bias: tuple[float, ...] = (-2.0, -2.95)
+    """Initial thresholds of v6's CORAL head: sigmoid gives P(Y>0)=0.119, P(Y>1)=0.050."""
+    stem_side_scale: float = 0.1
+    """v7's 7-channel stem: outer slices start at this times the mean pretrained RGB kernel."""
 
     def __post_init__(self):
         if self.head_bias is not None and len(self.head_bias) != 3:
@@ -170,13 +183,29 @@ class LossConfig:
     """Training objective."""
 
     name: str = "weighted_ce"
-    """Loss function (harness.losses.LOSSES)."""
+    """Loss function (harness.losses.LOSSES): weighted_ce, focal, coral_ce (v6), focal_ordinal (v7)."""
     class_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
-    """Per-class weights (Normal/Mild, Moderate, Severe)."""
+    """Per-class weights (Normal/Mild, Moderate, Severe) when class_weight_rule='fixed'."""
+    class_weight_rule: str = "fixed"
+    """'fixed' (class_weights), 'inverse' (1/n, sum 3: baseline) or 'inverse_sqrt' (1/sqrt(n), sum 3,
+    clipped to [0.3, 2]: v4), the last two from the training fold's class counts before oversampling."""
     label_smoothing: float = 0.0
     """Label smoothing of the cross-entropy."""
+    gamma: float = 2.0
+    """Focusing exponent of the focal loss."""
+    focal_form: str = "notebook"
+    """'notebook': pt = exp(-weighted smoothed CE), so the class weights also change the focusing
+    (VARIANTS.md §4.5, a defect); 'textbook': pt = softmax probability of the true class."""
+    aux_weight: float = 0.1
+    """Weight of the auxiliary binary + severity CE terms (v4/v10); 0 turns them off."""
+    ce_weight: float = 0.6
+    """v6: weight of the CE head's loss added to the CORAL loss."""
+    ordinal_weight: float = 0.5
+    """v7: weight of the ordinal BCE added to the focal loss."""
 
     def __post_init__(self):
+        _choice("loss.class_weight_rule", self.class_weight_rule, ("fixed", "inverse", "inverse_sqrt"))
+        _choice("loss.focal_form", self.focal_form, ("notebook", "textbook"))
         if len(self.class_weights) != 3 or min(self.class_weights) < 0:
             raise UsageError(f"loss.class_weights needs 3 non-negative values, got {list(self.class_weights)}")
         if not 0 <= self.label_smoothing < 1:
@@ -217,6 +246,22 @@ class TrainConfig:
     """SWALR anneal length (stepped per batch, as the notebooks did)."""
     swa_use_for_eval: bool = False
     """Validate and checkpoint the averaged model during SWA (v5); False: computed, unused (v6-v9)."""
+    swa_update_bn: bool = False
+    """Recompute the averaged model's BatchNorm statistics over the training data before using it
+    (no notebook did: v5 evaluated its SWA model with the live model's statistics)."""
+    freeze_epochs: int = 0
+    """Backbone groups are frozen (requires_grad=False) for this many epochs (v7, v8: 2), still in
+    train mode, so BatchNorm statistics keep updating, as the notebooks did."""
+    mixup_prob: float = 0.0
+    """Probability that a training batch is mixed (v5-v7: 0.5); never during SWA."""
+    mixup_alpha: float = 0.2
+    """Mixup's Beta(alpha, alpha) parameter (v5: 0.3, v6/v7: 0.2)."""
+    mixup_same_level: bool = False
+    """Pair each sample only with one of the same level. The notebooks mixed any pair and kept the
+    first sample's level index (a defect: the mixed image gets one level's embedding)."""
+    lr_first_step_zero: bool = True
+    """The warmup multiplier starts at step/W, so the first update uses LR 0 (as the notebooks);
+    False starts at (step+1)/W."""
     patience: int = 12
     """Early stopping: epochs without a BA gain above min_delta."""
     min_delta: float = 0.002
@@ -243,6 +288,8 @@ class TrainConfig:
             raise UsageError(f"train.warmup_epochs must be within [0, train.epochs], got {self.warmup_epochs}")
         if not 0 <= self.gate <= 1:
             raise UsageError(f"train.gate must be within [0, 1], got {self.gate}")
+        if self.freeze_epochs < 0 or not 0 <= self.mixup_prob <= 1 or self.mixup_alpha <= 0:
+            raise UsageError("train.freeze_epochs must be >= 0, train.mixup_prob in [0, 1], train.mixup_alpha > 0")
         if self.swa_start_epoch is not None and self.swa_start_epoch < 0:
             raise UsageError(f"train.swa_start_epoch must be >= 0, got {self.swa_start_epoch}")
 

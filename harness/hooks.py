@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.errors import HarnessError
 from harness.metrics import dead_classes
-from harness.trainer import EpochResult, Hook, Trainer
+from harness.trainer import EpochResult, Hook, Trainer, backbone_groups
 
 
 class CheckpointSelector(Hook):
@@ -64,6 +64,21 @@ class CheckpointSelector(Hook):
         state = {k: v.detach().cpu() for k, v in t.eval_model().state_dict().items()}
         torch.save({"model": state, "config": t.cfg.to_dict(), "epoch": t.epoch,
                     "metrics": copy.deepcopy(t.result.metrics)}, self.out_dir / f"{name}.pt")
+
+
+class BackboneFreeze(Hook):
+    """v7/v8's schedule: the backbone groups are frozen for train.freeze_epochs epochs, then trained.
+
+    Frozen means requires_grad=False only: the model stays in train mode, so BatchNorm statistics
+    keep updating and stochastic depth stays active, as in the notebooks.
+    """
+
+    def before_epoch(self, t: Trainer):
+        groups = t.model.param_groups()
+        trainable = t.epoch >= t.cfg.train.freeze_epochs
+        for name in backbone_groups(t.model):
+            for p in groups.get(name, []):
+                p.requires_grad_(trainable)
 
 
 class EarlyStopping(Hook):

@@ -3,13 +3,14 @@
 `full` is the variant as its notebook ran. `smoke` shrinks any variant to minutes on a CPU without
 changing its structure: the tiny timm test backbone with random weights, 64-px inputs with the crop
 window scaled by the same factor (so a variant's field of view relative to its input is
-kept), and a schedule compressed to fewer epochs with warmup and SWA at the same fractions.
+kept), and a schedule compressed to fewer epochs with warmup, freeze and SWA at the same fractions.
 Two rules exist because smoke starts from random weights and trains for minutes, not hours
 (measured on the demo, v9 fold 0, README "Smoke profile"):
 - every group learns at SMOKE_LR: the notebooks' 1e-4 / 1e-5 are fine-tuning rates for a pretrained
   backbone, and a random one barely moves at them in 8 epochs;
-- no training augmentation or crop jitter: they regularise long runs, and in an 8-epoch run on a
-  random backbone they stop it learning at all. `--set data.augment=...` puts a recipe back.
+- no training augmentation (nor the strong recipe of oversampled copies) or crop jitter: they
+  regularise long runs, and in an 8-epoch run on a random backbone they stop it learning at all.
+  `--set data.augment=...` puts a recipe back. Samplers, mixup and freezes stay: they are structure.
 Loading runs in the main process: samples come from the preprocessing cache, and at 64 px worker
 processes would cost more to start than they save.
 """
@@ -34,6 +35,7 @@ def smoke(cfg: Config) -> dict[str, Any]:
         "data.crop_radius": max(1, round(d.crop_radius * scale)),
         "data.crop_jitter": 0,
         "data.augment": "none",
+        "data.strong_augment": "none",
         "data.num_workers": 0,
         "train.epochs": SMOKE_EPOCHS,
         "train.lr_head": SMOKE_LR,
@@ -44,6 +46,8 @@ def smoke(cfg: Config) -> dict[str, Any]:
     }
     if t.swa_start_epoch is not None:
         out["train.swa_start_epoch"] = round(t.swa_start_epoch * frac)
+    if t.freeze_epochs:  # a freeze stays a freeze, at the same fraction of the run
+        out["train.freeze_epochs"] = max(1, round(t.freeze_epochs * frac))
     return out
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
 
 import torch
 
-from harness.config import Config
+from harness.config import Config, apply_overrides
 from harness.errors import UsageError
+from harness.predictions import softmax_logits
 
 ENTRY_POINT_GROUP = "harness.variants"
 
@@ -27,8 +29,8 @@ class Variant:
     """The variant's config as its notebook ran (VARIANTS.md)."""
     build_model: Callable[[Config], torch.nn.Module]
     """Config -> module whose forward(image, level) returns a dict with at least 'logits'."""
-    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor] = lambda out: out["logits"].float().softmax(1)
-    """Model outputs -> class probabilities (B, 3); argmax of the logits by default."""
+    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor] = softmax_logits
+    """Model outputs -> class probabilities (B, 3) (harness.predictions); softmax of the logits by default."""
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -57,8 +59,21 @@ def _discover():
 
 
 def list_variants() -> list[str]:
+    """Registered names in natural order (v4 ... v10, then plugins)."""
     _discover()
-    return sorted(_REGISTRY)
+    return sorted(_REGISTRY, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+
+
+def summarise(name: str) -> dict:
+    """Name, description, parameter count and per-group sizes of a variant's model as its notebook
+    built it (random weights: nothing is loaded or downloaded)."""
+    variant = get_variant(name)
+    cfg = apply_overrides(variant.defaults(), {"model.pretrained": False}, "summary")
+    model = variant.build_model(cfg)
+    groups = {group: sum(p.numel() for p in params) for group, params in model.param_groups().items()}
+    return {"name": name, "description": variant.description, "parameters": sum(groups.values()),
+            "architecture": " -> ".join(groups), "groups": groups, "backbone": cfg.model.backbone,
+            "module": variant.defaults.__module__}
 
 
 def get_variant(name: str) -> Variant:

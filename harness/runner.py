@@ -30,8 +30,8 @@ from harness.data.rsna import SampleTable, data_fingerprint, load_samples
 from harness.data.samplers import progressive_oversample, weighted_sampler
 from harness.data.schema import CLASS_KEYS
 from harness.errors import DataError, UsageError
-from harness.hooks import CheckpointSelector, ConsoleProgress, DeadClassMonitor, EarlyStopping
-from harness.losses import build_loss
+from harness.hooks import BackboneFreeze, CheckpointSelector, ConsoleProgress, DeadClassMonitor, EarlyStopping
+from harness.losses import build_loss, class_weights_from_counts
 from harness.metrics import classification_metrics, competition_score_spinal, confusion
 from harness.profiles import PROFILES
 from harness.registry import Variant, get_variant
@@ -132,6 +132,9 @@ def describe(plan: RunPlan, console: Console):
     counts = lambda rows: "/".join(str(c) for c in np.bincount(plan.table.samples["label"].iloc[rows], minlength=3))
     console.print(f"train {len(plan.train_rows)} ({counts(plan.train_rows)} N/M/S), "
                   f"val {len(plan.val_rows)} ({counts(plan.val_rows)} N/M/S)")
+    if cfg.loss.class_weight_rule != "fixed":
+        weights = ", ".join(f"{w:.3f}" for w in training_class_weights(plan))
+        console.print(f"class weights ({cfg.loss.class_weight_rule} of the training counts): [{weights}]")
 
 
 def data_source(plan: RunPlan, console: Console, log: Path) -> Source:
@@ -179,6 +182,12 @@ def loaders(plan: RunPlan, device: torch.device, source: Source):
     return train, val, common
 
 
+def training_class_weights(plan: RunPlan) -> tuple[float, float, float]:
+    """The loss's class weights: fixed, or from the training fold's counts before oversampling (v4)."""
+    counts = np.bincount(plan.table.samples["label"].iloc[plan.train_rows], minlength=3)
+    return class_weights_from_counts(counts, plan.cfg.loss.class_weight_rule, plan.cfg.loss.class_weights)
+
+
 def run_tags(plan: RunPlan) -> dict[str, str]:
     cfg = plan.cfg
     return {"harness.variant": cfg.variant, "harness.fold": str(cfg.fold), "harness.seed": str(cfg.train.seed),
@@ -193,7 +202,7 @@ def execute(plan: RunPlan, console: Console) -> str:
     cfg = plan.cfg
     seed_everything(cfg.train.seed)
     model = plan.variant.build_model(cfg)  # weights-file errors surface here, before a run exists
-    loss_fn = build_loss(cfg.loss)
+    loss_fn = build_loss(cfg.loss, training_class_weights(plan))
     tracking.ensure_store()
     exp = tracking.experiment_id(f"rsna-{cfg.data.condition}" + ("-demo" if plan.source == "demo" else ""))
     val = plan.val_samples
@@ -218,7 +227,8 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Sourc
     cfg, variant = plan.cfg, plan.variant
     run = mlflow.active_run()
     console.print(f"MLflow run {run.info.run_id} ({run.info.run_name}) in {tracking.tracking_uri()}")
-    mlflow.log_params({k: str(v) for k, v in cfg.flat().items()})
+    mlflow.log_params({k: str(v) for k, v in cfg.flat().items()}
+                      | {"loss.class_weights_used": str(training_class_weights(plan))})
     mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
     with warnings.catch_warnings():  # MLflow's schema hint about integer columns is noise here
         warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
@@ -227,7 +237,8 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Sourc
     mlflow.set_tag("harness.preprocess_fingerprint", preprocess_key(cfg.data, plan.data_fp))
     selector, monitor = CheckpointSelector(Path(workdir)), DeadClassMonitor()
     recorder = tracking.MlflowEpochLogger(extra)
-    hooks = [selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor), recorder]
+    hooks = [BackboneFreeze(), selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor),
+             recorder]
     train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device), source)
     trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
     trainer.fit()

@@ -61,12 +61,60 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def lr_multiplier(step: int, warmup_steps: int, total_steps: int, floor: float) -> float:
-    """Per-batch linear warmup from 0 then cosine to 0, floored (a multiplier, as in the notebooks)."""
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, floor: float, first_step_zero: bool = True) -> float:
+    """Per-batch linear warmup then cosine to 0, floored (a multiplier, as in the notebooks).
+
+    The notebooks' warmup is step/W, so the very first update has LR 0 (VARIANTS.md §12.16);
+    first_step_zero=False uses (step+1)/W.
+    """
     if step < warmup_steps:
-        return step / warmup_steps
+        return (step + (0 if first_step_zero else 1)) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return max(floor, 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def backbone_groups(model: torch.nn.Module) -> tuple[str, ...]:
+    """Parameter groups with the backbone's LR and weight decay, frozen by train.freeze_epochs."""
+    return tuple(getattr(model, "backbone_groups", ("backbone",)))
+
+
+def mix_batch(batch: dict, rng: np.random.Generator, alpha: float, same_level: bool) -> dict:
+    """Mixup of v5-v7: images mixed with a permutation of the batch, lam ~ Beta(alpha, alpha); the
+    loss combines both labels. The level is not mixed: each sample keeps its own (the first's), as
+    the notebooks did, unless same_level pairs samples only within a level."""
+    lam = float(rng.beta(alpha, alpha))
+    n = len(batch["label"])
+    perm = rng.permutation(n)
+    if same_level:
+        levels = batch["level"].cpu().numpy()
+        for lv in np.unique(levels):
+            idx = np.flatnonzero(levels == lv)
+            perm[idx] = idx[rng.permutation(len(idx))]
+    perm = torch.as_tensor(perm, device=batch["label"].device)
+    image = batch["image"].float()
+    return batch | {"image": lam * image + (1 - lam) * image[perm], "label_b": batch["label"][perm],
+                    "lam": torch.tensor(lam, device=image.device)}
+
+
+@torch.no_grad()
+def refresh_batchnorm(model: torch.nn.Module, loader, to_device) -> None:
+    """torch.optim.swa_utils.update_bn for our dict batches: BN statistics recomputed as a plain
+    average over one pass of the training data."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = {bn: bn.momentum for bn in bns}
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for batch in loader:
+        batch = to_device(batch)
+        model(batch["image"], batch["level"])
+    for bn in bns:
+        bn.momentum = momenta[bn]
+    model.train(was_training)
 
 
 class Trainer:
@@ -78,16 +126,18 @@ class Trainer:
         self.model = model.to(self.device)
         tc = cfg.train
         groups = model.param_groups()
+        backbone = backbone_groups(model)
         # fused: one kernel for all parameters (4x faster steps on CPU than the per-tensor loop)
         self.optimizer = torch.optim.AdamW([
             {"params": params, "name": name,
-             "lr": tc.lr_backbone if name == "backbone" else tc.lr_head,
-             "weight_decay": tc.wd_backbone if name == "backbone" else tc.wd_head}
+             "lr": tc.lr_backbone if name in backbone else tc.lr_head,
+             "weight_decay": tc.wd_backbone if name in backbone else tc.wd_head}
             for name, params in groups.items() if params], fused=self.device.type in ("cpu", "cuda"))
         steps = len(train_loader)
         warmup, total = int(tc.warmup_epochs * steps), tc.epochs * steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_multiplier(s, warmup, total, tc.lr_floor))
+            self.optimizer, lambda s: lr_multiplier(s, warmup, total, tc.lr_floor, tc.lr_first_step_zero))
+        self.mixup_rng = np.random.default_rng(tc.seed)  # mixup's coin, Beta draw and pairing
         self.swa_model = AveragedModel(model) if tc.swa_start_epoch is not None else None
         self.swa_scheduler = None
         cuda = self.device.type == "cuda"
@@ -134,10 +184,14 @@ class Trainer:
             self._call("after_step")
         if in_swa:
             self.swa_model.update_parameters(self.model)
+            if self.cfg.train.swa_use_for_eval and self.cfg.train.swa_update_bn:
+                refresh_batchnorm(self.swa_model.module, self.train_loader, self.to_device)
         return float(total) / max(seen, 1), seen
 
     def run_step(self, batch) -> torch.Tensor:
         tc = self.cfg.train
+        if tc.mixup_prob and not self.in_swa() and self.mixup_rng.random() < tc.mixup_prob:
+            batch = mix_batch(batch, self.mixup_rng, tc.mixup_alpha, tc.mixup_same_level)
         with self.autocast():
             out = self.model(batch["image"], batch["level"])
         terms = self.loss_fn(out, batch)

@@ -39,13 +39,6 @@ def test_bad_input(demo_root, workdir, args, needle):
         assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-def test_variants_lists_v9(workdir):
-    res = harness_cli("variants", "--json", cwd=workdir)
-    assert res.returncode == 0
-    import json
-    assert "v9" in [v["name"] for v in json.loads(res.stdout)]
-
-
 def test_data_demo_writes_the_layout_and_refuses_to_overwrite(workdir):
     out = workdir / "d"
     res = harness_cli("data", "demo", "--out", str(out), "--studies", "2", "--seed", "5", cwd=workdir)

@@ -6,7 +6,7 @@ from harness.registry import register_variant
 
 
 @register_variant("v9", "BiGRU 2x512 + attention MIL + level concat, fixed 50/350 window, weighted CE [1,4,6]",
-                  build_model=lambda cfg: build_v9(cfg.model))
+                  build_model=build_v9)
 def v9() -> Config:
     return Config(
         variant="v9",

@@ -30,6 +30,8 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _GREY = np.arange(256, dtype=np.float32) / 255.0
 LOOKUP = {"imagenet": (_GREY[None, :] - IMAGENET_MEAN[:, None]) / IMAGENET_STD[:, None],
           "none": np.tile(_GREY, (3, 1))}
+# channels='stack' has no RGB: ImageNet normalisation there uses the grey mean/std of the three
+STACK_LOOKUP = {"imagenet": (_GREY - IMAGENET_MEAN.mean()) / IMAGENET_STD.mean(), "none": _GREY}
 
 
 def to_float(x: np.ndarray, normalize: str) -> np.ndarray:
@@ -123,14 +125,17 @@ class SliceDataset(Dataset):
         cx, cy = (int(v) for v in self.points[i])
         if self.train and c.crop_jitter:
             cx, cy = (v + int(rng.integers(-c.crop_jitter, c.crop_jitter + 1)) for v in (cx, cy))
-        x = self._crops(self.source[r], cx, cy)
+        prepared = self.source[r]
+        x = self._crops(prepared, cx, cy)
         if c.channels == "stack":  # v7: the S grey slices are the channels of one image
             x = self._augment(x[..., 0].transpose(1, 2, 0)[None], i, rng)[0].transpose(2, 0, 1)
-            image = lookup(np.ascontiguousarray(x), _GREY)  # (S, H, W) in [0, 1]; v7 had no ImageNet normalisation
+            image = lookup(np.ascontiguousarray(x), STACK_LOOKUP[c.normalize])  # (S, H, W)
         else:
             if self._augments(i) and x.shape[-1] == 1:  # grey -> RGB first: noise differs per channel
                 x = np.repeat(x, 3, axis=-1)
             image = to_float(self._augment(x, i, rng), c.normalize)  # (S, 3, H, W)
+        if c.blank_slice == "normalized":  # blank slices at the normalised mean instead of black
+            image[prepared.status != 0] = 0
         if self.train and c.frame_dropout > 0:  # v6: zero after normalisation, centre slice always kept
             drop = rng.random(len(image)) <= c.frame_dropout
             drop[len(image) // 2] = False

@@ -1,0 +1,32 @@
+"""v5 (le3ba_v5.ipynb, VARIANTS.md §5): EffNetV2-S -> proj 256 -> BiGRU 2x128 -> attention pooling ->
+FiLM level conditioning -> MLP; focal (gamma 2, LS 0.05, no weights); WeightedRandomSampler; DICOM
+window; mixup (alpha 0.3); SWA from epoch 20, used for validation and checkpoints; hflip TTA."""
+from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from harness.models.slice_model import build_v5
+from harness.registry import register_variant
+
+LR_HEAD = 3e-4
+
+
+def v5_config(variant: str = "v5") -> Config:
+    return Config(
+        variant=variant,
+        data=DataConfig(intensity="dicom_window", clahe_clip=2.0, crop_radius=128, crop_jitter=12, img_size=256,
+                        normalize="imagenet", augment="v5", sampler="weighted", tta=("none", "hflip"),
+                        num_workers=2),
+        # drop_path_rate: the notebook meant 0.1, but its override loop was a no-op (§12.5)
+        model=ModelConfig(backbone="tf_efficientnetv2_s", pretrained=True, drop_path_rate=0.2, proj_dim=256,
+                          seq_hidden=128, seq_layers=2, seq_dropout=0.4, attn_hidden=64, head_hidden=128,
+                          dropout=0.4, head_dropout=0.2, head_bias=None),
+        loss=LossConfig(name="focal", class_weight_rule="fixed", class_weights=(1.0, 1.0, 1.0), gamma=2.0,
+                        label_smoothing=0.05, focal_form="notebook", aux_weight=0.0),
+        train=TrainConfig(epochs=30, batch_size=8, drop_last=True, lr_head=LR_HEAD, lr_backbone=3e-5,
+                          wd_head=0.05, wd_backbone=0.05, warmup_epochs=2, lr_floor=1e-6 / LR_HEAD, grad_clip=1.0,
+                          swa_start_epoch=20, swa_lr=1e-5, swa_use_for_eval=True, swa_update_bn=False,
+                          mixup_prob=0.5, mixup_alpha=0.3, patience=12, min_delta=0.003, gate=0.15,
+                          dead_class_min=0),
+    )
+
+
+register_variant("v5", "BiGRU 2x128 + attention pool + FiLM; focal g2 LS0.05; weighted sampler; mixup; SWA used "
+                 "for eval; hflip TTA", build_model=build_v5)(v5_config)
