@@ -1,4 +1,4 @@
-"""The `harness` command: run, variants, data, ui.
+"""The `harness` command: run, compare, variants, data, ui.
 
 User mistakes (HarnessError) print one line and exit with their code; nothing else is caught, so a
 real bug still shows its traceback.
@@ -35,6 +35,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="override one config key (dotted, YAML-typed); repeatable")
     run.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
 
+    cmp = sub.add_parser("compare", help="compare finished runs per class, with intervals and paired tests")
+    cmp.add_argument("variants", nargs="*", help="variants to compare, baseline first (e.g. v4 v8 v9)")
+    cmp.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
+    cmp.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID", help="explicit MLflow run ids instead")
+    cmp.add_argument("--baseline", help="variant the others are tested against (default: the first named)")
+    cmp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    cmp.add_argument("--output", metavar="DIR", help="also write CSV, Markdown, JSON and plots into DIR")
+    cmp.add_argument("--run-missing", action="store_true", help="train the variants that have no finished run first")
+    cmp.add_argument("--data-dir", help="dataset for --run-missing (default $RSNA_DATA_DIR, else the demo)")
+    cmp.add_argument("--profile", help="profile for --run-missing (default as `harness run`)")
+    cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="config override for --run-missing, as in `harness run`; repeatable")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
+
     var = sub.add_parser("variants", help="list the registered variants")
     var.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -67,6 +81,58 @@ def cmd_run(args, console: Console) -> int:
     plan = prepare(args.variant, args.fold, args.data_dir, args.profile, args.config, sets, console)
     describe(plan, console)
     execute(plan, console)
+    return 0
+
+
+def cmd_compare(args, console: Console) -> int:
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from harness import tracking
+    from harness.compare import compare, find_runs
+    from harness.compare_output import log_comparison_run, print_report, write_files
+    from harness.registry import get_variant
+
+    if not args.variants and not args.runs:
+        raise UsageError("compare: name at least two variants (e.g. v4 v8 v9) or --runs RUN_ID ...")
+    for name in args.variants:
+        get_variant(name)  # an unknown name is a one-line error before anything is read
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
+    out = Console(stderr=True) if args.json else console  # keep stdout for the JSON
+    client = MlflowClient(tracking.ensure_store())
+    runs = find_runs(client, args.variants, args.fold, args.runs)
+    missing = [v for v in args.variants if v not in runs]
+    if missing and args.run_missing:
+        from harness.config import parse_set
+        from harness.runner import describe, execute, prepare
+
+        for name in missing:
+            out.print(f"[bold]--run-missing:[/] training {name} fold {args.fold}")
+            plan = prepare(name, args.fold, args.data_dir, args.profile, None, parse_set(args.set), out)
+            describe(plan, out)
+            execute(plan, out)
+        runs = find_runs(client, args.variants, args.fold, args.runs)
+        missing = [v for v in args.variants if v not in runs]
+    if missing:
+        raise UsageError(f"no finished run of {', '.join(missing)} for fold {args.fold} "
+                         f"(train it with `harness run {missing[0]} --fold {args.fold}`, or add --run-missing)")
+    order = args.variants or list(runs)
+    if len(order) < 2:
+        raise UsageError("compare needs at least two variants")
+    baseline = args.baseline or order[0]
+    if baseline not in runs:
+        raise UsageError(f"--baseline {baseline}: not among the compared variants ({', '.join(order)})")
+    report = compare(runs, [baseline] + [v for v in order if v != baseline], baseline, seed=args.seed)
+    report["comparison_run"] = log_comparison_run(report, runs)
+    if args.output:
+        files = write_files(report, runs, Path(args.output))
+        out.print(f"wrote {len(files)} files to {args.output}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report, console)
+        console.print(f"comparison run {report['comparison_run']} (harness.kind=comparison) in {client.tracking_uri}")
     return 0
 
 
@@ -140,7 +206,7 @@ def cmd_ui(args, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

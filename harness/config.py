@@ -270,8 +270,6 @@ class TrainConfig:
     """Checkpoint gate: an epoch is saved only if min(recall Moderate, recall Severe) >= gate."""
     gate_fallback: bool = True
     """If no epoch passes the gate, keep the best-BA epoch (True) or fail as the notebooks did (False)."""
-    dead_class_min: int = 3
-    """Warn when a class gets fewer validation predictions than this in an epoch."""
     seed: int = 42
     """Seed of Python, NumPy and torch."""
     device: str = "auto"
@@ -295,6 +293,43 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AlarmConfig:
+    """Thresholds of the end-of-run health alarms (harness.alarms), computed from the epoch history."""
+
+    dead_class_min: int = 3
+    """dead_class: fires when a class gets fewer validation predictions than this in an epoch after the first."""
+    ceiling_normal_recall: float = 0.90
+    """majority_ceiling: Normal/Mild recall above this at the best-BA epoch..."""
+    ceiling_minority_recall: float = 0.50
+    """...while Moderate or Severe recall is below this."""
+    peak_drop: float = 0.03
+    """peak_then_decline: best BA more than this above the final BA..."""
+    peak_fraction: float = 1 / 3
+    """...and reached at an epoch index below this fraction of the epochs run."""
+    instability_window: int = 5
+    """instability: the last this-many epochs are compared (no alarm with fewer epochs)."""
+    instability_spread: float = 0.03
+    """instability: fires when max - min BA over the window exceeds this."""
+    overfit_gap_growth: float = 0.1
+    """overfitting: fires when the val - train loss gap rises (positive slope) and its last value
+    exceeds its first by more than this, in loss units (nats; 3+ epochs needed)."""
+
+    def __post_init__(self):
+        if self.dead_class_min < 0:
+            raise UsageError(f"alarms.dead_class_min must be >= 0, got {self.dead_class_min}")
+        for key in ("ceiling_normal_recall", "ceiling_minority_recall"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise UsageError(f"alarms.{key} must be within [0, 1], got {getattr(self, key)}")
+        if not 0 < self.peak_fraction <= 1:
+            raise UsageError(f"alarms.peak_fraction must be within (0, 1], got {self.peak_fraction}")
+        if self.instability_window < 2:
+            raise UsageError(f"alarms.instability_window must be at least 2, got {self.instability_window}")
+        for key in ("peak_drop", "instability_spread", "overfit_gap_growth"):
+            if getattr(self, key) < 0:
+                raise UsageError(f"alarms.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything that defines a run. Saved verbatim with every run and checkpoint."""
 
@@ -310,6 +345,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    alarms: AlarmConfig = field(default_factory=AlarmConfig)
 
     def __post_init__(self):
         if not 0 <= self.fold < self.data.num_folds:

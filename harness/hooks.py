@@ -97,14 +97,15 @@ class EarlyStopping(Hook):
 
 
 class DeadClassMonitor(Hook):
-    """Warn when a class gets fewer than train.dead_class_min validation predictions (v8-v10)."""
+    """Flag each epoch where a class gets fewer than alarms.dead_class_min validation predictions (the
+    console warning v8-v10 printed; the harness shows it for every variant)."""
 
     def __init__(self):
         self.dead_epochs: dict[int, list[str]] = {}
 
     def after_validation(self, t: Trainer):
         counts = np.bincount(t.result.probs.argmax(1), minlength=3)
-        dead = dead_classes(counts, t.cfg.train.dead_class_min)
+        dead = dead_classes(counts, t.cfg.alarms.dead_class_min)
         if dead:
             self.dead_epochs[t.epoch] = dead
 

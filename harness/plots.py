@@ -1,4 +1,4 @@
-"""Figures logged with every run: training curves and the confusion matrix of the selected epoch."""
+"""Figures: a run's training curves and confusion matrix, and the overlays of `harness compare`."""
 from __future__ import annotations
 
 import matplotlib
@@ -32,19 +32,69 @@ def curves(history: list[dict[str, float]], title: str):
     return fig
 
 
-def confusion(matrix: np.ndarray, title: str):
+def draw_confusion(ax, matrix: np.ndarray, ticks, title: str, fontsize: int = 10):
     """Counts, with the row-normalised recall in each cell."""
     rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for i in range(3):
         for j in range(3):
-            ax.text(j, i, f"{matrix[i, j]}\n{rows[i, j]:.2f}", ha="center", va="center",
+            ax.text(j, i, f"{matrix[i, j]}\n{rows[i, j]:.2f}", ha="center", va="center", fontsize=fontsize,
                     color="white" if rows[i, j] > 0.5 else "black")
-    ax.set_xticks(range(3), SEVERITIES)
-    ax.set_yticks(range(3), SEVERITIES)
+    ax.set_xticks(range(3), ticks)
+    ax.set_yticks(range(3), ticks)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
+
+
+def confusion(matrix: np.ndarray, title: str):
+    """The selected epoch's confusion matrix of one run."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    draw_confusion(ax, matrix, SEVERITIES, title)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ harness compare
+def ba_curves(histories: dict):
+    """Validation BA per epoch of several variants, overlaid (history: DataFrame indexed by epoch)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, history in histories.items():
+        ax.plot(history.index + 1, history["balanced_accuracy"], marker="o", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation balanced accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def recall_intervals(summaries: list[dict]):
+    """Per-class recall and BA of each variant with their 95% bootstrap intervals."""
+    keys = [*CLASS_KEYS, "balanced_accuracy"]
+    labels = [*SEVERITIES, "BA"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(len(summaries), 1)
+    for i, s in enumerate(summaries):
+        values = [s["recall"][k] if k in s["recall"] else s[k] for k in keys]
+        x = np.arange(len(keys)) + i * width
+        mid = np.array([v["estimate"] for v in values])
+        err = np.array([[v["estimate"] - v["low"] for v in values], [v["high"] - v["estimate"] for v in values]])
+        ax.bar(x, mid, width, yerr=err, capsize=3, label=s["variant"])
+    ax.set_xticks(np.arange(len(keys)) + width * (len(summaries) - 1) / 2, labels)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("recall (95% interval)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusions(pairs: dict):
+    """Confusion matrices side by side: name -> (labels, predictions)."""
+    from sklearn.metrics import confusion_matrix
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False)
+    for ax, (name, (y, pred)) in zip(axes[0], pairs.items()):
+        draw_confusion(ax, confusion_matrix(y, pred, labels=[0, 1, 2]), ["N", "M", "S"], name, fontsize=8)
     fig.tight_layout()
     return fig

@@ -29,6 +29,7 @@ from harness.data.folds import fold_fingerprint, load_or_create
 from harness.data.rsna import SampleTable, data_fingerprint, load_samples
 from harness.data.samplers import progressive_oversample, weighted_sampler
 from harness.data.schema import CLASS_KEYS
+from harness.alarms import alarm_tags, health_alarms
 from harness.errors import DataError, UsageError
 from harness.hooks import BackboneFreeze, CheckpointSelector, ConsoleProgress, DeadClassMonitor, EarlyStopping
 from harness.losses import build_loss, class_weights_from_counts
@@ -194,7 +195,7 @@ def run_tags(plan: RunPlan) -> dict[str, str]:
             "harness.profile": cfg.profile, "harness.data_source": plan.source,
             "harness.data_fingerprint": plan.data_fp, "harness.fold_fingerprint": plan.fold_fp,
             "harness.condition": cfg.data.condition, "harness.git_commit": tracking.git_commit(),
-            "harness.version": __version__}
+            "harness.version": __version__, "harness.kind": "training"}
 
 
 def execute(plan: RunPlan, console: Console) -> str:
@@ -228,7 +229,8 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Sourc
     run = mlflow.active_run()
     console.print(f"MLflow run {run.info.run_id} ({run.info.run_name}) in {tracking.tracking_uri()}")
     mlflow.log_params({k: str(v) for k, v in cfg.flat().items()}
-                      | {"loss.class_weights_used": str(training_class_weights(plan))})
+                      | {"loss.class_weights_used": str(training_class_weights(plan)),
+                         "model.parameters": str(sum(p.numel() for p in model.parameters()))})
     mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
     with warnings.catch_warnings():  # MLflow's schema hint about integer columns is noise here
         warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
@@ -262,6 +264,8 @@ def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monit
     cfg, best = plan.cfg, selector.selected
     val = plan.val_samples
     mlflow.log_metrics({f"best/{k}": v for k, v in best.metrics.items()} | {"best/epoch": best.epoch})
+    alarms = health_alarms(history, cfg.alarms)
+    mlflow.set_tags(alarm_tags(alarms))
     mlflow.set_tags({"harness.gate_met": str(selector.gate_met).lower(),
                      "harness.dead_class_epochs": ",".join(str(e) for e in sorted(monitor.dead_epochs)) or "none",
                      "harness.stopped_early": str(trainer.should_stop).lower()})
@@ -280,6 +284,8 @@ def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monit
     mlflow.log_figure(plots.confusion(confusion(best.labels, best.probs), title), "confusion_matrix.png")
     mlflow.log_figure(plots.curves(history, f"{cfg.variant} fold {cfg.fold}"), "training_curves.png")
     mlflow.log_artifact(str(selector.path), "checkpoint")
+    for name, text in alarms.items():
+        console.print(f"[yellow]health alarm {name}[/]: {text}")
     m = best.metrics
     gate = "gate met" if selector.gate_met else f"[yellow]gate {cfg.train.gate} never met: best-BA epoch kept[/]"
     console.print(f"selected epoch {best.epoch + 1}: BA [bold]{m['balanced_accuracy']:.3f}[/] (recall N "

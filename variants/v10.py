@@ -17,5 +17,5 @@ def v10() -> Config:
         cfg,
         data=dataclasses.replace(cfg.data, strong_augment="v10_strong"),
         loss=dataclasses.replace(cfg.loss, class_weight_rule="fixed", class_weights=(1.0, 2.0, 4.0)),
-        train=dataclasses.replace(cfg.train, lr_floor=1e-6, grad_clip=1.0, dead_class_min=3),
+        train=dataclasses.replace(cfg.train, lr_floor=1e-6, grad_clip=1.0),
     )

@@ -23,7 +23,7 @@ def v4_config(variant: str = "v4") -> Config:
                         focal_form="notebook", aux_weight=0.1),
         train=TrainConfig(epochs=25, batch_size=8, drop_last=False, lr_head=3e-4, lr_backbone=3e-5,
                           wd_head=0.05, wd_backbone=0.05, warmup_epochs=2, lr_floor=0.0, grad_clip=None,
-                          swa_start_epoch=None, patience=10, min_delta=0.005, gate=0.20, dead_class_min=0),
+                          swa_start_epoch=None, patience=10, min_delta=0.005, gate=0.20),
     )
 
 

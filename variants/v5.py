@@ -23,8 +23,7 @@ def v5_config(variant: str = "v5") -> Config:
         train=TrainConfig(epochs=30, batch_size=8, drop_last=True, lr_head=LR_HEAD, lr_backbone=3e-5,
                           wd_head=0.05, wd_backbone=0.05, warmup_epochs=2, lr_floor=1e-6 / LR_HEAD, grad_clip=1.0,
                           swa_start_epoch=20, swa_lr=1e-5, swa_use_for_eval=True, swa_update_bn=False,
-                          mixup_prob=0.5, mixup_alpha=0.3, patience=12, min_delta=0.003, gate=0.15,
-                          dead_class_min=0),
+                          mixup_prob=0.5, mixup_alpha=0.3, patience=12, min_delta=0.003, gate=0.15),
     )
 
 

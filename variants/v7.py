@@ -25,6 +25,5 @@ def v7() -> Config:
         train=TrainConfig(epochs=30, batch_size=16, drop_last=True, lr_head=LR_HEAD, lr_backbone=2e-5,
                           wd_head=0.03, wd_backbone=0.03, warmup_epochs=3, lr_floor=1e-6 / LR_HEAD, grad_clip=1.0,
                           freeze_epochs=2, swa_start_epoch=20, swa_lr=5e-6, swa_use_for_eval=False,
-                          mixup_prob=0.5, mixup_alpha=0.2, patience=12, min_delta=0.003, gate=0.15,
-                          dead_class_min=0),
+                          mixup_prob=0.5, mixup_alpha=0.2, patience=12, min_delta=0.003, gate=0.15),
     )

@@ -20,5 +20,5 @@ def v8() -> Config:
         train=TrainConfig(epochs=25, batch_size=12, drop_last=True, lr_head=1e-4, lr_backbone=1e-5,
                           wd_head=0.03, wd_backbone=0.03, warmup_epochs=2, lr_floor=1e-6, grad_clip=1.0,
                           freeze_epochs=2, swa_start_epoch=18, swa_lr=5e-6, swa_use_for_eval=False,
-                          patience=12, min_delta=0.002, gate=0.20, dead_class_min=3),
+                          patience=12, min_delta=0.002, gate=0.20),
     )
