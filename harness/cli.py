@@ -1,4 +1,4 @@
-"""The `harness` command: run, compare, variants, data, ui.
+"""The `harness` command: run, compare, tune, variants, data, ui.
 
 User mistakes (HarnessError) print one line and exit with their code; nothing else is caught, so a
 real bug still shows its traceback.
@@ -48,6 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="config override for --run-missing, as in `harness run`; repeatable")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
+
+    tune = sub.add_parser("tune", help="an Optuna study over config keys, every trial a tracked run")
+    tune.add_argument("spec", help="study spec (YAML), e.g. studies/v9_class_weights.yaml")
+    tune.add_argument("--trials", type=int, help="total trials the study should reach (default: the spec's)")
+    tune.add_argument("--storage", help="SQLAlchemy URL (e.g. postgresql://...) for many machines "
+                                        "(default: a journal file beside the spec)")
+    tune.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    tune.add_argument("--data-dir", help="dataset root (default $RSNA_DATA_DIR, else the demo)")
+    tune.add_argument("--profile", help="smoke or full (default: smoke on the demo data, full on real data)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override for every trial, as in `harness run`; repeatable")
+    tune.add_argument("--worker-trials", type=int, help=argparse.SUPPRESS)
+    tune.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
 
     var = sub.add_parser("variants", help="list the registered variants")
     var.add_argument("--json", action="store_true", help="machine-readable output")
@@ -136,6 +149,26 @@ def cmd_compare(args, console: Console) -> int:
     return 0
 
 
+def cmd_tune(args, console: Console) -> int:
+    from harness.config import parse_set
+    from harness.tuning import TuneArgs, check_storage_url, tune, worker_main
+    from harness.tuning_spec import load_spec
+
+    spec = load_spec(args.spec)
+    check_storage_url(args.storage)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    trials = args.trials if args.trials is not None else spec.trials
+    if trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {trials}")
+    targs = TuneArgs(trials, args.storage, args.workers, args.data_dir, args.profile, parse_set(args.set), args.set)
+    if args.worker_trials is not None:
+        worker_main(spec, targs, args.worker_trials, args.worker_index, console)
+    else:
+        tune(spec, targs, console)
+    return 0
+
+
 def cmd_variants(args, console: Console) -> int:
     from harness.registry import list_variants, summarise
 
@@ -206,7 +239,7 @@ def cmd_ui(args, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "compare": cmd_compare, "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "tune": cmd_tune, "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

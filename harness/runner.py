@@ -10,6 +10,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import mlflow
 import numpy as np
@@ -36,7 +37,7 @@ from harness.losses import build_loss, class_weights_from_counts
 from harness.metrics import classification_metrics, competition_score_spinal, confusion
 from harness.profiles import PROFILES
 from harness.registry import Variant, get_variant
-from harness.trainer import Trainer, resolve_device, seed_everything
+from harness.trainer import Hook, Trainer, resolve_device, seed_everything
 
 
 def harness_home() -> Path:
@@ -198,8 +199,18 @@ def run_tags(plan: RunPlan) -> dict[str, str]:
             "harness.version": __version__, "harness.kind": "training"}
 
 
-def execute(plan: RunPlan, console: Console) -> str:
-    """Train and record one run; returns the MLflow run id."""
+@dataclass
+class Outcome:
+    """What a finished run produced: its MLflow id, the selected epoch's metrics, epochs trained."""
+
+    run_id: str
+    metrics: dict[str, float]
+    epochs: int
+
+
+def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: dict[str, str] | None = None) -> Outcome:
+    """Train and record one run. `hooks` join the trainer's (after the MLflow logger, so an epoch is
+    logged before they act on it); `tags` join the run's (a tuning trial's parent and number)."""
     cfg = plan.cfg
     seed_everything(cfg.train.seed)
     model = plan.variant.build_model(cfg)  # weights-file errors surface here, before a run exists
@@ -217,13 +228,13 @@ def execute(plan: RunPlan, console: Console) -> str:
     with tempfile.TemporaryDirectory(prefix="harness-run-") as workdir:
         log = Path(workdir) / "unreadable.tsv"
         source = data_source(plan, console, log)  # before the run: a build that fails leaves no run
-        with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=run_tags(plan)) as run:
-            _record(plan, model, loss_fn, extra, source, log, Path(workdir), console)
-            return run.info.run_id
+        with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=run_tags(plan) | (tags or {})) as run:
+            trainer, selector = _record(plan, model, loss_fn, extra, source, log, Path(workdir), console, hooks)
+            return Outcome(run.info.run_id, dict(selector.selected.metrics), trainer.epoch + 1)
 
 
 def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Source, log: Path, workdir: Path,
-            console: Console):
+            console: Console, extra_hooks: Sequence[Hook]) -> tuple[Trainer, CheckpointSelector]:
     """Inside the active MLflow run: parameters, inputs, training, then the summary."""
     cfg, variant = plan.cfg, plan.variant
     run = mlflow.active_run()
@@ -240,12 +251,13 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Sourc
     selector, monitor = CheckpointSelector(Path(workdir)), DeadClassMonitor()
     recorder = tracking.MlflowEpochLogger(extra)
     hooks = [BackboneFreeze(), selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor),
-             recorder]
+             recorder, *extra_hooks]
     train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device), source)
     trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
     trainer.fit()
     _finish(plan, trainer, selector, monitor, recorder.history, common, console)
     _report_unreadable(unreadable_files(source, log), console)
+    return trainer, selector
 
 
 def _report_unreadable(files: dict[str, str], console: Console):

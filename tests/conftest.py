@@ -13,6 +13,7 @@ from harness.data import schema
 from harness.data.demo import generate_demo
 
 SMALL_STUDIES = 12
+pytest_plugins = ("postgres",)  # the `postgres_url` fixture: a real PostgreSQL server on 127.0.0.1
 
 
 @pytest.fixture(scope="session")

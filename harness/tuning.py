@@ -1,0 +1,292 @@
+"""`harness tune`: an Optuna study over config keys, every trial a `harness run` on the shared trainer
+and a child MLflow run of the study's parent run (DESIGN.md "Tune").
+
+Storage is a journal file beside the spec (several local worker processes) or any SQLAlchemy URL
+(PostgreSQL for many machines). Re-running the same command resumes up to the requested number of
+trials: trials a killed worker left RUNNING are marked failed first (journal; RDB storage does it by
+heartbeat), then the remaining trials are shared out between the workers, so none is run twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from rich.console import Console
+
+from harness import tracking
+from harness.errors import HarnessError
+from harness.registry import get_variant
+from harness.runner import build_config, execute, prepare, resolve_data
+from harness.trainer import Hook, Trainer
+from harness.tuning_spec import (StudySpec, build_pruner, build_sampler, check_spec, reproduce_command, suggest,
+                                 to_overrides)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+HEARTBEAT_S = 30  # RDB storage: a trial silent for GRACE_S is failed by the next worker that looks
+GRACE_S = 90
+
+
+@dataclass
+class TuneArgs:
+    """What the command line adds to the spec."""
+
+    trials: int
+    storage: str | None = None
+    workers: int = 1
+    data_dir: str | None = None
+    profile: str | None = None
+    sets: dict = field(default_factory=dict)
+    raw_sets: list[str] = field(default_factory=list)  # as typed, passed on to worker processes
+
+
+def spec_path(spec: StudySpec) -> Path:
+    return Path(spec.source)
+
+
+def journal_path(spec: StudySpec) -> Path:
+    """The default storage: `<spec>.journal` beside the spec (git-ignored)."""
+    return spec_path(spec).with_suffix(".journal")
+
+
+def open_storage(spec: StudySpec, url: str | None):
+    """The journal file beside the spec, or an RDB URL with heartbeats (stale trials are failed)."""
+    if url:
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    return JournalStorage(JournalFileBackend(str(journal_path(spec))))
+
+
+def open_study(spec: StudySpec, storage, worker: int = 0) -> optuna.Study:
+    """Create or load the study. Worker k seeds its sampler with seed + k: workers sharing one seed
+    would propose the same parameters."""
+    if worker and "seed" in spec.sampler_kwargs:
+        spec = dataclasses.replace(spec, sampler_kwargs={**spec.sampler_kwargs, "seed": spec.sampler_kwargs["seed"] + worker})
+    return optuna.create_study(study_name=spec.name, storage=storage, sampler=build_sampler(spec),
+                               pruner=build_pruner(spec), direction=spec.direction, load_if_exists=True)
+
+
+class PruningReporter(Hook):
+    """Reports each epoch's validation BA to the trial; asks the trainer to stop when Optuna prunes."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial, self.pruned = trial, False
+
+    def after_validation(self, t: Trainer):
+        self.trial.report(t.result.metrics["balanced_accuracy"], t.epoch)
+        if self.trial.should_prune():
+            self.pruned, t.should_stop = True, True
+
+
+def _base_config(spec: StudySpec, args: TuneArgs, console: Console):
+    root, source = resolve_data(args.data_dir, console)
+    profile = args.profile or ("smoke" if source == "demo" else "full")
+    return build_config(get_variant(spec.variant), spec.fold, profile, None, dict(spec.fixed) | args.sets, str(root)), profile
+
+
+def trial_sets(spec: StudySpec, args: TuneArgs, params: dict, base) -> dict:
+    """The --set overrides of one trial: the spec's fixed keys, the command's --set, the trial's values."""
+    return dict(spec.fixed) | args.sets | to_overrides(params, base)
+
+
+def make_objective(spec: StudySpec, args: TuneArgs, parent_id: str, console: Console):
+    base, profile = _base_config(spec, args, console)
+    client = MlflowClient()
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, spec)
+        console.print(f"[bold]trial {trial.number}[/] {params}")
+        reporter = PruningReporter(trial)
+        tags = {"mlflow.parentRunId": parent_id, "harness.kind": "trial", "harness.study": spec.name,
+                "harness.trial": str(trial.number)}
+        try:
+            plan = prepare(spec.variant, spec.fold, args.data_dir, profile, None, trial_sets(spec, args, params, base),
+                           console)
+            outcome = execute(plan, console, hooks=[reporter], tags=tags)
+        except Exception as exc:  # recorded as a failed trial with its reason; the study goes on
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {reason}")
+            raise
+        trial.set_user_attr("mlflow_run_id", outcome.run_id)
+        trial.set_user_attr("epochs", outcome.epochs)
+        state = "PRUNED" if reporter.pruned else "COMPLETE"
+        client.set_tag(outcome.run_id, "harness.trial_state", state)
+        if reporter.pruned:
+            raise optuna.TrialPruned(f"pruned after epoch {outcome.epochs}")
+        value = outcome.metrics.get(spec.metric.removeprefix("best/"), math.nan)
+        return value
+
+    return objective
+
+
+def progress_line(console: Console):
+    """After each trial: its state and value, and the study's totals and best so far."""
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial):
+        trials = study.get_trials(deepcopy=False)
+        count = lambda s: sum(t.state == s for t in trials)
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        value = f" {trial.value:.4f}" if trial.value is not None else ""
+        reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
+        console.print(f"trial {trial.number} {trial.state.name}{value}{reason} | done {count(TrialState.COMPLETE)}, "
+                      f"pruned {count(TrialState.PRUNED)}, failed {count(TrialState.FAIL)} | {best}")
+    return callback
+
+
+def fail_stale_trials(study: optuna.Study, console: Console) -> int:
+    """Journal storage has no heartbeat: trials a killed worker left RUNNING are failed on resume
+    (before any worker of this command starts, so none of them is live)."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker stopped before the trial finished")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    if stale:
+        console.print(f"marked {len(stale)} trial(s) left running by a stopped worker as failed: "
+                      f"{', '.join(str(t.number) for t in stale)}")
+    return len(stale)
+
+
+def parent_run(spec: StudySpec, study: optuna.Study, experiment: str) -> str:
+    """The study's MLflow parent run, created once and remembered in the study's user attributes."""
+    if "mlflow_parent_run_id" in study.user_attrs:
+        return study.user_attrs["mlflow_parent_run_id"]
+    client = MlflowClient()
+    run = client.create_run(tracking.experiment_id(experiment), run_name=f"study-{spec.name}",
+                            tags={"harness.kind": "study", "harness.study": spec.name,
+                                  "harness.variant": spec.variant, "harness.fold": str(spec.fold)})
+    client.log_text(run.info.run_id, spec_path(spec).read_text(), "study.yaml")
+    study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
+    return run.info.run_id
+
+
+def run_worker(spec: StudySpec, args: TuneArgs, n_trials: int, console: Console, worker: int = 0):
+    """One worker process: `n_trials` trials of the study."""
+    tracking.ensure_store()
+    study = open_study(spec, open_storage(spec, args.storage), worker)
+    objective = make_objective(spec, args, study.user_attrs["mlflow_parent_run_id"], console)
+    study.optimize(objective, n_trials=n_trials, timeout=spec.timeout, catch=(Exception,),
+                   callbacks=[progress_line(console)], gc_after_trial=True)
+
+
+def shares(remaining: int, workers: int) -> list[int]:
+    """Split the remaining trials between the workers, none empty."""
+    return [n for n in (remaining // workers + (k < remaining % workers) for k in range(workers)) if n]
+
+
+def tune(spec: StudySpec, args: TuneArgs, console: Console) -> optuna.Study:
+    """Set the study up (or resume it), run the workers, then summarise on the parent run."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tracking.ensure_store()
+    base, profile = _base_config(spec, args, console)
+    defaults = check_spec(spec, base)  # the spec against this profile's config; trial 0's parameters
+    plan = prepare(spec.variant, spec.fold, args.data_dir, profile, None, trial_sets(spec, args, defaults, base),
+                   console)  # every user mistake surfaces here, once, before any trial
+    study = open_study(spec, open_storage(spec, args.storage))
+    if args.storage is None:
+        fail_stale_trials(study, console)
+    if not study.trials:  # trial 0 is the variant's defaults
+        study.enqueue_trial(defaults, user_attrs={"harness.defaults": True})
+    experiment = f"rsna-{plan.cfg.data.condition}" + ("-demo" if plan.source == "demo" else "")
+    parent_id = parent_run(spec, study, experiment)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    remaining = max(0, args.trials - done)
+    where = args.storage or journal_path(spec)
+    console.print(f"study [bold]{spec.name}[/] in {where}: {done} trial(s) finished, {remaining} to run "
+                  f"on {min(args.workers, max(remaining, 1))} worker(s); parent MLflow run {parent_id}")
+    parts = shares(remaining, args.workers)
+    if len(parts) == 1:
+        run_worker(spec, args, parts[0], console)
+    elif parts:
+        procs = [subprocess.Popen(worker_command(spec, args, n, k)) for k, n in enumerate(parts)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            console.print(f"[yellow]worker exit codes {codes}[/]")
+    study = open_study(spec, open_storage(spec, args.storage))
+    summarise(spec, study, parent_id, profile, args.data_dir, args.sets, console)
+    return study
+
+
+def worker_command(spec: StudySpec, args: TuneArgs, n_trials: int, worker: int) -> list[str]:
+    """The same `harness tune` in worker mode: no setup, just `n_trials` trials."""
+    cmd = [sys.executable, "-m", "harness", "tune", str(spec_path(spec)), "--worker-trials", str(n_trials),
+           "--worker-index", str(worker), "--trials", str(args.trials)]
+    for flag, value in (("--storage", args.storage), ("--data-dir", args.data_dir), ("--profile", args.profile)):
+        if value:
+            cmd += [flag, value]
+    for item in args.raw_sets:
+        cmd += ["--set", item]
+    return cmd
+
+
+def summarise(spec: StudySpec, study: optuna.Study, parent_id: str, profile: str, data_dir: str | None,
+              sets: dict, console: Console):
+    """Best value and parameters, importances, plots and the command that reproduces the best trial."""
+    client = MlflowClient()
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in FINISHED}
+    for name, n in counts.items():
+        client.log_metric(parent_id, f"trials/{name}", n)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        client.set_terminated(parent_id)
+        console.print("[yellow]no trial completed: nothing to summarise[/]")
+        return
+    best = study.best_trial
+    command = reproduce_command(spec, best.params, profile, data_dir, sets)
+    client.log_metric(parent_id, f"best/{spec.metric.removeprefix('best/')}", best.value)
+    client.set_tag(parent_id, "harness.best_trial", str(best.number))
+    client.set_tag(parent_id, "harness.reproduce", command)
+    client.log_dict(parent_id, {"best_trial": best.number, "best_value": best.value, "best_params": best.params},
+                    "best.json")
+    importances = {}
+    if len(complete) > 1 and study.trials[0].params:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every trial scored the same
+            importances = {}
+    if importances:
+        client.log_dict(parent_id, importances, "param_importances.json")
+    _log_plots(client, parent_id, study, bool(importances))
+    client.set_terminated(parent_id)
+    console.print(f"best trial {best.number}: {spec.metric} {best.value:.4f} with {best.params}")
+    if importances:
+        console.print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
+    console.print(f"reproduce it: {command}")
+
+
+def _log_plots(client: MlflowClient, parent_id: str, study: optuna.Study, with_importance: bool):
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    with warnings.catch_warnings():  # optuna marks its matplotlib backend experimental
+        warnings.simplefilter("ignore")
+        ax = optuna_plots.plot_optimization_history(study)
+        client.log_figure(parent_id, ax.figure, "optimization_history.png")
+        plt.close(ax.figure)
+        if with_importance:
+            ax = optuna_plots.plot_param_importances(study)
+            client.log_figure(parent_id, ax.figure, "param_importances.png")
+            plt.close(ax.figure)
+
+
+def worker_main(spec: StudySpec, args: TuneArgs, n_trials: int, worker: int, console: Console):
+    """Entry of `--worker-trials`: the parent process set everything up."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_worker(spec, args, n_trials, console, worker)
+
+
+def check_storage_url(url: str | None):
+    if url and "://" not in url:
+        raise HarnessError(f"--storage {url}: expected an SQLAlchemy URL such as postgresql://user@host/db")
+

@@ -1,0 +1,438 @@
+"""Study specs for `harness tune` (DESIGN.md "Tune"): load and validate the YAML, and the pieces the
+tuning engine needs: Optuna suggestions, config overrides, trial 0's parameters, sampler, pruner and
+the `harness run` command that reproduces a trial.
+
+Every search-space key is a dotted config key, or one entry of a tuple key written `key[i]`
+(`loss.class_weights[1]`); the spec key is also the Optuna parameter name.
+
+Two stages, because some config checks depend on the profile (smoke scales train.warmup_epochs, so
+`fixed: {train.epochs: 1}` is valid under smoke and not under full):
+- `load_spec` checks what holds for any profile: the spec's shape, config keys (through
+  `apply_overrides`, so the nearest valid key is named as for `--set`), value types, tuple indices;
+- `check_spec(spec, base)` checks the rest against the config the study runs from (variant defaults,
+  profile, --set): every bound and choice passes the config's own checks, trial 0's defaults lie
+  inside the space. The engine calls it before the first trial.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import shlex
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+import yaml
+
+from harness.config import _YAML11_FLOAT, Config, apply_overrides
+from harness.errors import UsageError
+from harness.registry import get_variant
+
+TOP_KEYS = ("name", "variant", "fold", "objective", "trials", "timeout", "sampler", "pruner", "fixed", "space")
+OBJECTIVE_KEYS = ("metric", "direction")
+DIRECTIONS = ("maximize", "minimize")
+PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low", "high", "log", "step"),
+              "categorical": ("type", "choices")}
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "cmaes": optuna.samplers.CmaEsSampler}
+PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
+           "hyperband": optuna.pruners.HyperbandPruner,
+           "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+           "threshold": optuna.pruners.ThresholdPruner, "none": optuna.pruners.NopPruner}
+# Set by the spec's own fields or the command line; a `fixed`/`space` entry for them would contradict those.
+RUN_KEYS = ("variant", "fold", "profile", "data_dir")
+_INDEXED = re.compile(r"(?P<key>[^\[\]]+)\[(?P<index>\d+)\]")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One search-space entry."""
+
+    key: str
+    """The spec key and Optuna parameter name: a dotted config key, or `key[i]` for a tuple entry."""
+    config_key: str
+    """The dotted config key it sets."""
+    index: int | None
+    """Entry of the tuple at config_key, or None when the whole value is searched."""
+    type: str
+    """'float', 'int' or 'categorical'."""
+    low: float | int | None = None
+    """Lower bound, inclusive (float/int)."""
+    high: float | int | None = None
+    """Upper bound, inclusive (float/int)."""
+    log: bool = False
+    """Sample on a log scale (float/int)."""
+    step: float | int | None = None
+    """Discretisation step (float/int); None: continuous float, 1 for int."""
+    choices: tuple = ()
+    """Candidate values (categorical)."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study spec."""
+
+    source: str
+    """Where the spec came from (its file path); every error names it."""
+    name: str
+    """Study name, also the MLflow parent run name."""
+    variant: str
+    """Registered variant every trial runs."""
+    fold: int
+    """Validation fold of every trial."""
+    metric: str
+    """Objective: a metric as `harness run` logs it (best/balanced_accuracy)."""
+    direction: str
+    """'maximize' or 'minimize'."""
+    trials: int
+    """Number of trials of the study."""
+    timeout: float | None
+    """Stop starting trials after this many seconds; None: no limit."""
+    sampler: str
+    """Optuna sampler: a key of SAMPLERS."""
+    sampler_kwargs: Mapping[str, Any]
+    """Keyword arguments of the sampler (seed, n_startup_trials, ...)."""
+    pruner: str
+    """Optuna pruner: a key of PRUNERS ('none': never prune)."""
+    pruner_kwargs: Mapping[str, Any]
+    """Keyword arguments of the pruner."""
+    fixed: Mapping[str, Any]
+    """Dotted overrides applied to every trial (`key[i]` entries resolved to whole tuples, lists as tuples)."""
+    space: tuple[ParamSpec, ...]
+    """Search space, in spec order (the order of Optuna's suggestions)."""
+
+
+# ----------------------------------------------------------------------------- loading and validation
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return spec_from_dict(data, str(path))
+
+
+def spec_from_dict(d: Any, source: str) -> StudySpec:
+    """Validate a parsed spec as far as holds for any profile; `source` (the file) prefixes every error."""
+    if not isinstance(d, Mapping):
+        raise UsageError(f"{source}: expected a mapping with {', '.join(TOP_KEYS)}")
+    _refuse_unknown(d, TOP_KEYS, source, "key")
+    for key in ("name", "variant"):
+        if not isinstance(d.get(key), str) or not d[key].strip():
+            raise UsageError(f"{source}: '{key}' is required (a non-empty string)")
+    try:
+        variant = get_variant(d["variant"])
+    except UsageError as exc:
+        raise UsageError(f"{source}: variant: {exc}") from None
+    fold = d.get("fold", 0)
+    if isinstance(fold, bool) or not isinstance(fold, int):
+        raise UsageError(f"{source}: fold expects an integer, got {fold!r}")
+    defaults = _apply(variant.defaults(), {"fold": fold}, f"{source}: fold")
+
+    metric, direction = _objective(d.get("objective", {}), source)
+    trials = d.get("trials", 20)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise UsageError(f"{source}: trials must be an integer >= 1, got {trials!r}")
+    timeout = d.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise UsageError(f"{source}: timeout must be a positive number of seconds or null, got {timeout!r}")
+    sampler, sampler_kwargs = _component(d.get("sampler", {"name": "tpe"}), "sampler", SAMPLERS, source)
+    pruner, pruner_kwargs = _component(d.get("pruner", {"name": "median"}), "pruner", PRUNERS, source)
+
+    fixed = _fixed(d.get("fixed") or {}, defaults, source)
+    space = _space(d.get("space"), fixed, defaults, source)
+    spec = StudySpec(source=source, name=d["name"], variant=d["variant"], fold=fold, metric=metric,
+                     direction=direction, trials=trials, timeout=timeout, sampler=sampler,
+                     sampler_kwargs=sampler_kwargs, pruner=pruner, pruner_kwargs=pruner_kwargs,
+                     fixed=fixed, space=space)
+    build_sampler(spec), build_pruner(spec)  # a bad keyword value fails now, not at the first trial
+    return spec
+
+
+def check_spec(spec: StudySpec, base: Config) -> dict[str, Any]:
+    """The checks that depend on the run config (`base`: defaults, profile, --set); returns trial 0's
+    parameters. One-line UsageError naming the file and key otherwise."""
+    cfg = _apply(base, spec.fixed, f"{spec.source}: fixed")
+    for p in spec.space:
+        where = f"{spec.source}: space {p.key}"
+        for value in p.choices or (p.low, p.high):  # the config's own checks see every bound and choice
+            _apply(cfg, to_overrides({p.key: value}, cfg, where), where)
+    return default_params(spec, base)
+
+
+def _refuse_unknown(d: Mapping, allowed, source: str, what: str):
+    for key in d:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.5)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise UsageError(f"{source}: unknown {what} {key!r}{hint}; valid: {', '.join(allowed)}")
+
+
+def _apply(cfg: Config, overrides: Mapping[str, Any], where: str) -> Config:
+    """apply_overrides, with `where` on every error (a dataclass's own checks do not name a source)."""
+    try:
+        return apply_overrides(cfg, overrides, where)
+    except UsageError as exc:
+        msg = str(exc)
+        raise UsageError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def _check_keys_and_types(cfg: Config, overrides: Mapping[str, Any], where: str):
+    """apply_overrides' key and type checks only: those errors carry `where`; the dataclasses' own
+    checks (ranges, cross-field rules) may depend on the profile and are left to check_spec."""
+    try:
+        apply_overrides(cfg, overrides, where)
+    except UsageError as exc:
+        if str(exc).startswith(where):
+            raise
+
+
+def _objective(obj: Any, source: str) -> tuple[str, str]:
+    if not isinstance(obj, Mapping):
+        raise UsageError(f"{source}: objective expects a mapping with metric and direction, got {obj!r}")
+    _refuse_unknown(obj, OBJECTIVE_KEYS, f"{source}: objective", "key")
+    metric = obj.get("metric", "best/balanced_accuracy")
+    direction = obj.get("direction", "maximize")
+    if not isinstance(metric, str) or not metric.strip():
+        raise UsageError(f"{source}: objective.metric must be a metric name, got {metric!r}")
+    if direction not in DIRECTIONS:
+        raise UsageError(f"{source}: objective.direction must be maximize or minimize, got {direction!r}")
+    return metric, direction
+
+
+def _component(entry: Any, what: str, known: Mapping[str, type], source: str) -> tuple[str, dict]:
+    """A sampler or pruner: {name: ..., **kwargs}, the kwargs checked against the class's signature."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, Mapping) or "name" not in entry:
+        raise UsageError(f"{source}: {what} expects a mapping with a name ({', '.join(known)})")
+    name, kwargs = entry["name"], {k: v for k, v in entry.items() if k != "name"}
+    if name not in known:
+        near = difflib.get_close_matches(str(name), list(known), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise UsageError(f"{source}: {what}.name {name!r} is unknown{hint}; known: {', '.join(known)}")
+    params = [p for p in inspect.signature(known[name]).parameters if p != "self"]
+    _refuse_unknown(kwargs, params or ["(none)"], f"{source}: {what} {name}", "argument")
+    return name, kwargs
+
+
+def _fixed(fixed: Any, defaults: Config, source: str) -> dict[str, Any]:
+    """Fixed overrides (nested or dotted; `key[i]` takes the other entries from the defaults) as dotted keys."""
+    where = f"{source}: fixed"
+    if not isinstance(fixed, Mapping):
+        raise UsageError(f"{where}: expected a mapping of config keys")
+    flat = dict(_flatten(fixed))
+    for key in flat:
+        _refuse_run_key(_split_key(key, where)[0], where)
+    overrides = to_overrides(flat, defaults, where)
+    _check_keys_and_types(defaults, overrides, where)
+    return {key: tuple(v) if isinstance(v, list) else v for key, v in overrides.items()}
+
+
+def _space(space: Any, fixed: Mapping[str, Any], defaults: Config, source: str) -> tuple[ParamSpec, ...]:
+    if not isinstance(space, Mapping) or not space:
+        raise UsageError(f"{source}: space is required: a mapping of config key -> {{type, low, high}} or "
+                         "{type: categorical, choices}")
+    params = tuple(_param(key, entry, defaults, f"{source}: space") for key, entry in space.items())
+    for p in params:
+        # an indexed entry may sit on a fixed tuple (its other entries come from there); a whole key may not
+        if p.config_key in fixed and p.index is None:
+            raise UsageError(f"{source}: {p.key} is both in fixed and in space")
+    return params
+
+
+def _param(key: Any, entry: Any, defaults: Config, where: str) -> ParamSpec:
+    config_key, index = _split_key(str(key), where)
+    _refuse_run_key(config_key, where)
+    at = f"{where} {key}"
+    if not isinstance(entry, Mapping):
+        raise UsageError(f"{at}: expected a mapping like {{type: float, low: 1.0, high: 2.0}}")
+    kind = entry.get("type")
+    if kind not in PARAM_KEYS:
+        raise UsageError(f"{at}: type must be one of {', '.join(PARAM_KEYS)}, got {kind!r}")
+    _refuse_unknown(entry, PARAM_KEYS[kind], at, f"{kind} field")
+    if kind == "categorical":
+        choices = entry.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UsageError(f"{at}: choices must be a non-empty list")
+        for choice in choices:
+            # Optuna stores categorical choices as JSON scalars; a list value cannot be one
+            if choice is not None and not isinstance(choice, (bool, int, float, str)):
+                raise UsageError(f"{at}: choice {choice!r} is not a scalar (null, bool, number or string)")
+        if len(set(map(repr, choices))) != len(choices):
+            raise UsageError(f"{at}: choices repeat a value: {choices}")
+        param = ParamSpec(key=str(key), config_key=config_key, index=index, type=kind, choices=tuple(choices))
+        candidates = list(choices)
+    else:
+        integer = kind == "int"
+        low, high = (_number(entry.get(b), f"{at}: {b}", integer) for b in ("low", "high"))
+        if not low < high:
+            raise UsageError(f"{at}: low must be below high, got low={low}, high={high}")
+        log = entry.get("log", False)
+        if not isinstance(log, bool):
+            raise UsageError(f"{at}: log must be true or false, got {log!r}")
+        if log and low <= 0 or log and integer and low < 1:
+            raise UsageError(f"{at}: log scale needs low > 0{' (>= 1 for int)' if integer else ''}, got {low}")
+        step = entry.get("step")
+        if step is not None:
+            step = _number(step, f"{at}: step", integer)
+            if step <= 0 or (log and not integer) or (log and step != 1):
+                raise UsageError(f"{at}: step must be positive and cannot be combined with log, got {step}")
+        param = ParamSpec(key=str(key), config_key=config_key, index=index, type=kind, low=low, high=high,
+                          log=log, step=step)
+        candidates = [low, high]
+    for value in candidates:  # every bound and choice has the config field's type
+        _check_keys_and_types(defaults, to_overrides({param.key: value}, defaults, where), where)
+    return param
+
+
+def _split_key(key: str, where: str) -> tuple[str, int | None]:
+    match = _INDEXED.fullmatch(key)
+    if match is None:
+        if "[" in key or "]" in key:
+            raise UsageError(f"{where}: {key!r}: write a tuple entry as key[index], e.g. loss.class_weights[1]")
+        return key, None
+    return match["key"], int(match["index"])
+
+
+def _refuse_run_key(config_key: str, where: str):
+    if config_key in RUN_KEYS:
+        raise UsageError(f"{where}: {config_key} cannot be set here; it comes from the spec's own "
+                         "'variant'/'fold' or from the command line")
+
+
+def _number(value: Any, where: str, integer: bool) -> float | int:
+    if isinstance(value, bool) or value is None:
+        raise UsageError(f"{where} expects {'an integer' if integer else 'a number'}, got {value!r}")
+    if integer:
+        if isinstance(value, int):
+            return value
+        raise UsageError(f"{where} expects an integer, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML reads 1e-5 (no dot) as a string
+    raise UsageError(f"{where} expects a number, got {value!r}")
+
+
+def _flatten(d: Mapping, prefix: str = ""):
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+# ----------------------------------------------------------------------------- what the engine calls
+
+def suggest(trial: optuna.trial.BaseTrial, spec: StudySpec) -> dict[str, Any]:
+    """Ask the trial for every space entry; parameter names are the spec keys."""
+    out = {}
+    for p in spec.space:
+        if p.type == "float":
+            out[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+        elif p.type == "int":
+            out[p.key] = trial.suggest_int(p.key, p.low, p.high, step=p.step or 1, log=p.log)
+        else:
+            out[p.key] = trial.suggest_categorical(p.key, list(p.choices))
+    return out
+
+
+def to_overrides(params: Mapping[str, Any], base: Config, source: str = "tune") -> dict[str, Any]:
+    """Suggestions -> dotted overrides; `key[i]` entries become the whole tuple, the rest from `base`."""
+    flat = base.flat()
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        config_key, index = _split_key(key, source)
+        if index is None:
+            out[config_key] = value
+            continue
+        current = out.get(config_key, flat.get(config_key))
+        if config_key not in flat:
+            _apply(base, {config_key: None}, source)  # raises: unknown key, nearest valid named
+        if not isinstance(current, (tuple, list)):
+            raise UsageError(f"{source}: {key}: {config_key} is not a list-valued key (it is {current!r})")
+        if index >= len(current):
+            raise UsageError(f"{source}: {key}: index {index} is out of range; {config_key} has "
+                             f"{len(current)} entries (0-{len(current) - 1})")
+        out[config_key] = tuple(value if i == index else v for i, v in enumerate(current))
+    return out
+
+
+def default_params(spec: StudySpec, base: Config) -> dict[str, Any]:
+    """Trial 0's parameters: each space key's value in `base` with the fixed overrides applied."""
+    values = _apply(base, spec.fixed, f"{spec.source}: fixed").flat()
+    out = {}
+    for p in spec.space:
+        value = values[p.config_key] if p.index is None else values[p.config_key][p.index]
+        at = f"{spec.source}: space {p.key}"
+        if p.type == "categorical":
+            if value not in p.choices:
+                raise UsageError(f"{at}: the default {value!r} is not among the choices {list(p.choices)}; "
+                                 "trial 0 runs the defaults, so add it (or change it under fixed)")
+        elif value is None or isinstance(value, bool) or not p.low <= value <= p.high:
+            raise UsageError(f"{at}: the default {value!r} is outside [{p.low}, {p.high}]; trial 0 runs the "
+                             "defaults, so widen the range (or change the default under fixed)")
+        elif p.type == "int" and value != int(value) or p.step and not _on_grid(value, p.low, p.step):
+            raise UsageError(f"{at}: the default {value!r} is not on the grid low={p.low}, step={p.step or 1}")
+        out[p.key] = int(value) if p.type == "int" else float(value) if p.type == "float" else value
+    return out
+
+
+def _on_grid(value: float, low: float, step: float) -> bool:
+    steps = (value - low) / step
+    return abs(steps - round(steps)) < 1e-9  # tolerance: 0.3 is 2.0000000000000004 steps of 0.1 from 0.1
+
+
+def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The spec's Optuna sampler."""
+    return _construct(SAMPLERS[spec.sampler], spec.sampler_kwargs, f"{spec.source}: sampler {spec.sampler}")
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The spec's Optuna pruner (NopPruner for 'none')."""
+    return _construct(PRUNERS[spec.pruner], spec.pruner_kwargs, f"{spec.source}: pruner {spec.pruner}")
+
+
+def _construct(cls: type, kwargs: Mapping[str, Any], where: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def reproduce_command(spec: StudySpec, params: Mapping[str, Any], profile: str, data_dir: str | None = None,
+                      sets: Mapping[str, Any] | None = None) -> str:
+    """The `harness run` command line that trains the trial with these parameters again; `sets` are
+    extra overrides the study ran with (the tune command's --set), applied after `fixed`."""
+    # Imported here: the runner pulls in MLflow and the training stack, which loading a spec does not need.
+    from harness.runner import build_config
+    given = {**spec.fixed, **(sets or {})}
+    base = build_config(get_variant(spec.variant), spec.fold, profile, None, given, data_dir)
+    overrides = {**given, **to_overrides(params, base, spec.source)}
+    words = ["harness", "run", spec.variant, "--fold", str(spec.fold), "--profile", profile]
+    if data_dir:
+        words += ["--data-dir", data_dir]
+    for key, value in overrides.items():
+        words += ["--set", f"{key}={_yaml_value(value)}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as `--set` parses it back (YAML flow; floats keep a dot so PyYAML reads them as floats)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_flow_item(v) for v in value) + "]"
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 30).removesuffix("\n...\n").strip()
+
+
+def _flow_item(value: Any) -> str:
+    # dumped inside a one-item list, so a string holding ',' or ']' is quoted as a flow list needs
+    return yaml.safe_dump([value], default_flow_style=True, width=1 << 30).strip()[1:-1]
