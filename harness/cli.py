@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 
 from harness.data.schema import CONDITIONS  # constants only: costs nothing at start-up
-from harness.errors import HarnessError, UsageError
+from harness.errors import DataError, HarnessError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key (dotted, YAML-typed); repeatable")
     run.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID|FILE",
+                     help="continue an unfinished run after its last completed epoch: alone, the latest of this "
+                          "variant, fold and config (a new run if there is none); or the run id or checkpoint named")
 
     cmp = sub.add_parser("compare", help="compare finished runs per class, with intervals and paired tests")
     cmp.add_argument("variants", nargs="*", help="variants to compare, baseline first (e.g. v4 v8 v9)")
@@ -86,14 +89,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args, console: Console) -> int:
     from harness.config import parse_set
-    from harness.runner import describe, execute, prepare
+    from harness.runner import describe, execute, find_resume, prepare
 
     sets = parse_set(args.set)
     if args.seed is not None:
         sets["train.seed"] = args.seed
     plan = prepare(args.variant, args.fold, args.data_dir, args.profile, args.config, sets, console)
     describe(plan, console)
-    execute(plan, console)
+    point = find_resume(plan, args.resume, console) if args.resume else None
+    execute(plan, console, resume=point)
     return 0
 
 
@@ -210,7 +214,7 @@ def _data_check(args, console: Console) -> int:
 
     root = Path(args.data_dir).expanduser()
     if not root.is_dir():
-        raise UsageError(f"--data-dir {args.data_dir}: no such folder")
+        raise DataError(f"--data-dir {args.data_dir}: no such folder")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     err = Console(stderr=True)  # the bar stays off stdout, which may be --json
@@ -250,9 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (run_states.Stopped)
+        print("stopped by SIGTERM" if getattr(exc, "exit_code", None) == 143 else "interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 
 class HarnessError(Exception):
-    """A mistake in what the user gave us (not a bug): one line, no traceback."""
+    """A mistake in what the user gave us (not a bug): one line, no traceback, exit code 1 unless a subclass says."""
 
     exit_code = 1
 
@@ -14,6 +14,17 @@ class UsageError(HarnessError):
 
 
 class DataError(HarnessError):
-    """The dataset is missing, malformed or unusable (exit code 2 when detected before a run starts)."""
+    """The dataset is missing, malformed or unusable (exit code 1)."""
 
-    exit_code = 2
+    exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): for one-line reports."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def one_line(exc: BaseException) -> str:
+    """'Type: first line', for recording why something failed."""
+    text = first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text

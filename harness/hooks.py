@@ -3,6 +3,7 @@ and the console progress display."""
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,24 @@ class CheckpointSelector(Hook):
         return self.out_dir / ("gated.pt" if self.gated is not None else "best_ba.pt")
 
     def _save(self, t: Trainer, name: str):
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in t.eval_model().state_dict().items()}
-        torch.save({"model": state, "config": t.cfg.to_dict(), "epoch": t.epoch,
-                    "metrics": copy.deepcopy(t.result.metrics)}, self.out_dir / f"{name}.pt")
+        save_atomic({"model": state, "config": t.cfg.to_dict(), "epoch": t.epoch,
+                     "metrics": copy.deepcopy(t.result.metrics)}, self.out_dir / f"{name}.pt")
+
+    def state_dict(self) -> dict:
+        return {name: r.to_state() if r is not None else None for name, r in (("gated", self.gated), ("best_ba", self.best_ba))}
+
+    def load_state_dict(self, state: dict):
+        self.gated, self.best_ba = (EpochResult.from_state(state[k]) if state[k] is not None else None
+                                    for k in ("gated", "best_ba"))
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill mid-write leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 class BackboneFreeze(Hook):
@@ -95,6 +110,12 @@ class EarlyStopping(Hook):
             self.bad_epochs += 1
             t.should_stop = self.bad_epochs >= t.cfg.train.patience
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict):
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+
 
 class DeadClassMonitor(Hook):
     """Flag each epoch where a class gets fewer than alarms.dead_class_min validation predictions (the
@@ -108,6 +129,12 @@ class DeadClassMonitor(Hook):
         dead = dead_classes(counts, t.cfg.alarms.dead_class_min)
         if dead:
             self.dead_epochs[t.epoch] = dead
+
+    def state_dict(self) -> dict:
+        return {"dead_epochs": dict(self.dead_epochs)}
+
+    def load_state_dict(self, state: dict):
+        self.dead_epochs = dict(state["dead_epochs"])
 
 
 class ConsoleProgress(Hook):

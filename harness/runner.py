@@ -5,9 +5,11 @@ argument never leaves a run behind; `execute` trains and records.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,15 +19,18 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
-from harness import __version__, plots, tracking
+from harness import __version__, plots, run_states, tracking
+from harness import resume as resume_mod
 from harness.config import Config, apply_overrides, load_yaml
 from harness.data import cache, demo
 from harness.data.dataset import DirectSource, SliceDataset, Source
 from harness.data.preprocess import preprocess_key
+from harness.data.points import points_outside
 from harness.data.folds import fold_fingerprint, load_or_create
 from harness.data.rsna import SampleTable, data_fingerprint, load_samples
 from harness.data.samplers import progressive_oversample, weighted_sampler
@@ -55,7 +60,7 @@ def write_demo(out: Path, console: Console, studies: int = demo.DEFAULT_STUDIES,
             demo.generate_demo(out, studies=studies, seed=seed,
                                progress=lambda done, total: bar.update(task, completed=done))
         except FileExistsError:
-            raise DataError(f"{out}: folder exists and holds no complete demo dataset; remove it or choose "
+            raise UsageError(f"{out}: folder exists and holds no complete demo dataset; remove it or choose "
                             "another") from None
 
 
@@ -65,7 +70,7 @@ def resolve_data(data_dir: str | None, console: Console) -> tuple[Path, str]:
     if data_dir:
         root = Path(data_dir).expanduser().resolve()
         if not root.is_dir():
-            raise UsageError(f"--data-dir {data_dir}: no such folder")
+            raise DataError(f"--data-dir {data_dir}: no such folder")
         return root, "kaggle"
     root = harness_home() / "demo"
     if not (root / demo.MARKER).is_file():
@@ -100,6 +105,7 @@ class RunPlan:
     folds: pd.DataFrame
     data_fp: str
     fold_fp: str
+    outside: list[str]  # label points outside their image (harness.data.points)
 
     @property
     def val_samples(self) -> pd.DataFrame:
@@ -119,7 +125,7 @@ def prepare(variant_name: str, fold: int, data_dir: str | None, profile: str | N
     fold_of = table.samples["study_id"].map(dict(zip(folds["study_id"], folds["fold"])))
     val_rows = np.flatnonzero(fold_of.to_numpy() == cfg.fold)
     train_rows = np.flatnonzero(fold_of.to_numpy() != cfg.fold)
-    plan = RunPlan(cfg, variant, source, table, train_rows, val_rows, folds, data_fp, "")
+    plan = RunPlan(cfg, variant, source, table, train_rows, val_rows, folds, data_fp, "", points_outside(table))
     plan.fold_fp = fold_fingerprint(plan.val_samples)
     return plan
 
@@ -129,8 +135,13 @@ def describe(plan: RunPlan, console: Console):
     where = ("the built-in demo dataset (no --data-dir or RSNA_DATA_DIR given)" if plan.source == "demo"
              else "the Kaggle dataset")
     console.print(f"[bold]{cfg.variant}[/] fold {cfg.fold}, profile [bold]{cfg.profile}[/], data: {where} at {plan.table.root}")
-    console.print(f"{len(plan.table.samples)} samples of {cfg.data.condition}; dropped {d['empty_label']} empty labels, "
-                  f"{d['no_coordinate']} without a coordinate, {d['missing_image']} without an image file")
+    ex = {k: f" ({v})" for k, v in plan.table.examples.items()}
+    console.print(f"{len(plan.table.samples)} samples of {cfg.data.condition}; dropped {d['empty_label']} empty labels"
+                  f"{ex.get('empty_label', '')}, {d['no_coordinate']} without a coordinate{ex.get('no_coordinate', '')}, "
+                  f"{d['missing_image']} without an image file{ex.get('missing_image', '')}")
+    if plan.outside:
+        console.print(f"[yellow]{len(plan.outside)} label point(s) outside their image[/] (first: {plan.outside[0]}); "
+                      "their crops are blank or padding; `harness data check` lists them")
     counts = lambda rows: "/".join(str(c) for c in np.bincount(plan.table.samples["label"].iloc[rows], minlength=3))
     console.print(f"train {len(plan.train_rows)} ({counts(plan.train_rows)} N/M/S), "
                   f"val {len(plan.val_rows)} ({counts(plan.val_rows)} N/M/S)")
@@ -153,7 +164,7 @@ def data_source(plan: RunPlan, console: Console, log: Path) -> Source:
             return cache.open_or_build(plan.table, d, plan.data_fp, root, notice=console.print,
                                        progress=lambda done, total: bar.update(task, completed=done, refresh=True))
         except OSError as exc:  # a read-only or full disk: say where, and how to avoid it
-            raise DataError(f"preprocessing cache {root}: {exc.strerror or exc} (set data.cache_dir to a "
+            raise UsageError(f"preprocessing cache {root}: {exc.strerror or exc} (set data.cache_dir to a "
                             "writable folder, or data.cache=false)") from None
 
 
@@ -208,15 +219,17 @@ class Outcome:
     epochs: int
 
 
-def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: dict[str, str] | None = None) -> Outcome:
-    """Train and record one run. `hooks` join the trainer's (after the MLflow logger, so an epoch is
-    logged before they act on it); `tags` join the run's (a tuning trial's parent and number)."""
+def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: dict[str, str] | None = None,
+            resume: resume_mod.ResumePoint | None = None, resumable: bool = True) -> Outcome:
+    """Train and record one run, or continue the unfinished one `resume` names. `hooks` join the
+    trainer's (after the MLflow logger); `tags` join the run's (a tuning trial's parent and number).
+    `resumable=False` skips the per-epoch resume checkpoint (tuning trials are never resumed)."""
     cfg = plan.cfg
     seed_everything(cfg.train.seed)
-    model = plan.variant.build_model(cfg)  # weights-file errors surface here, before a run exists
+    # weights-file errors surface here, before a run exists; a resumed run takes its weights from its checkpoint
+    model = plan.variant.build_model(cfg if resume is None else without_pretrained(cfg))
     loss_fn = build_loss(cfg.loss, training_class_weights(plan))
-    tracking.ensure_store()
-    exp = tracking.experiment_id(f"rsna-{cfg.data.condition}" + ("-demo" if plan.source == "demo" else ""))
+    exp = experiment(plan)
     val = plan.val_samples
     spinal = cfg.data.condition == "spinal_canal_stenosis"
 
@@ -225,20 +238,89 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
             val["study_id"].to_numpy(), t.result.labels, t.result.probs)} if spinal else {}
 
     run_name = f"{cfg.variant}-fold{cfg.fold}-seed{cfg.train.seed}"
-    with tempfile.TemporaryDirectory(prefix="harness-run-") as workdir:
-        log = Path(workdir) / "unreadable.tsv"
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp, ExitStack() as stack:
+        if resume:  # locked before the run is reopened: a run still training elsewhere is left alone
+            stack.enter_context(resume_mod.RunLock(resume.path.parent, resume.run_id))
+        log = Path(tmp) / "unreadable.tsv"
         source = data_source(plan, console, log)  # before the run: a build that fails leaves no run
-        with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=run_tags(plan) | (tags or {})) as run:
-            trainer, selector = _record(plan, model, loss_fn, extra, source, log, Path(workdir), console, hooks)
-            return Outcome(run.info.run_id, dict(selector.selected.metrics), trainer.epoch + 1)
+        start = (dict(run_id=resume.run_id) if resume else
+                 dict(experiment_id=exp, run_name=run_name, tags=run_tags(plan) | (tags or {})))
+        run_id = resume.run_id if resume else None
+        try:
+            with run_states.recorded_run(**start) as run:
+                run_id = run.info.run_id
+                # a resumed run goes on in its own folder: its selected-epoch checkpoints are there
+                folder = resume.path.parent if resume else resume_mod.run_dir(harness_home(), run_id)
+                if not resume:
+                    stack.enter_context(resume_mod.RunLock(folder, run_id))
+                mlflow.set_tags({"harness.checkpoint_dir": str(folder), "harness.config_hash": resume_mod.config_hash(cfg)})
+                trainer, selector = _record(plan, model, loss_fn, extra, source, log, folder, console, hooks, resume,
+                                            resumable)
+            resume_mod.remove(folder)  # FINISHED: the selected checkpoint is an MLflow artifact now
+        except KeyboardInterrupt:
+            if run_id:
+                console.print(f"[yellow]stopped[/]: run {run_id} is KILLED; it continues from its last completed "
+                              f"epoch with `harness run {cfg.variant} --fold {cfg.fold} --resume {run_id}`")
+            raise
+        return Outcome(run_id, dict(selector.selected.metrics), trainer.epoch + 1)
 
 
-def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Source, log: Path, workdir: Path,
-            console: Console, extra_hooks: Sequence[Hook]) -> tuple[Trainer, CheckpointSelector]:
+def without_pretrained(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False, weights_file=None))
+
+
+def experiment(plan: RunPlan) -> str:
+    """The run's MLflow experiment (created on first use, with the store)."""
+    tracking.ensure_store()
+    return tracking.experiment_id(f"rsna-{plan.cfg.data.condition}" + ("-demo" if plan.source == "demo" else ""))
+
+
+def find_resume(plan: RunPlan, wanted: str, console: Console) -> resume_mod.ResumePoint | None:
+    """The unfinished run `--resume [RUN_ID|FILE]` continues; checked against this plan before anything starts."""
+    exp = experiment(plan)  # sets the tracking URI the client below reads
+    point = resume_mod.find(MlflowClient(), exp, plan.cfg, plan.data_fp, wanted)
+    if point is None:
+        console.print(f"--resume: no unfinished run of {plan.cfg.variant} fold {plan.cfg.fold} with this config "
+                      "has a checkpoint; starting a new run")
+    else:
+        console.print(f"resuming run {point.run_id} after epoch {point.epochs_done} of {plan.cfg.train.epochs}")
+    return point
+
+
+def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Source, log: Path, folder: Path,
+            console: Console, extra_hooks: Sequence[Hook], resume: resume_mod.ResumePoint | None, resumable: bool
+            ) -> tuple[Trainer, CheckpointSelector]:
     """Inside the active MLflow run: parameters, inputs, training, then the summary."""
     cfg, variant = plan.cfg, plan.variant
     run = mlflow.active_run()
     console.print(f"MLflow run {run.info.run_id} ({run.info.run_name}) in {tracking.tracking_uri()}")
+    if resume is None:
+        _log_inputs(plan, model)
+    else:  # how it stopped before is history now; the run says it was resumed
+        for tag in ("harness.stop_reason", "harness.failure_reason"):
+            if tag in run.data.tags:
+                MlflowClient().delete_tag(run.info.run_id, tag)
+        mlflow.set_tag("harness.resumed_after_epoch", str(resume.epochs_done))
+    selector, monitor = CheckpointSelector(folder), DeadClassMonitor()
+    recorder = tracking.MlflowEpochLogger(extra)
+    checkpoint = resume_mod.EpochCheckpoint(folder / resume_mod.LAST, resume_mod.identity(cfg, run.info.run_id, plan.data_fp))
+    # the checkpoint comes after every hook that changes state and before the logger, so an epoch
+    # is logged once it can no longer be lost
+    hooks = [BackboneFreeze(), selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor),
+             *([checkpoint] if resumable else []), recorder, *extra_hooks]
+    train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device), source)
+    trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
+    if resume is not None:
+        resume_mod.restore(trainer, resume.state)
+    trainer.fit()
+    _finish(plan, trainer, selector, monitor, recorder.history, common, console)
+    _report_unreadable(unreadable_files(source, log), console)
+    return trainer, selector
+
+
+def _log_inputs(plan: RunPlan, model: torch.nn.Module):
+    """A new run's parameters, config and folds (a resumed run has them already)."""
+    cfg = plan.cfg
     mlflow.log_params({k: str(v) for k, v in cfg.flat().items()}
                       | {"loss.class_weights_used": str(training_class_weights(plan)),
                          "model.parameters": str(sum(p.numel() for p in model.parameters()))})
@@ -248,16 +330,8 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Sourc
         mlflow.log_input(mlflow.data.from_pandas(plan.folds, name=f"folds-{cfg.data.condition}-{plan.data_fp}"),
                          context="folds")
     mlflow.set_tag("harness.preprocess_fingerprint", preprocess_key(cfg.data, plan.data_fp))
-    selector, monitor = CheckpointSelector(Path(workdir)), DeadClassMonitor()
-    recorder = tracking.MlflowEpochLogger(extra)
-    hooks = [BackboneFreeze(), selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor),
-             recorder, *extra_hooks]
-    train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device), source)
-    trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
-    trainer.fit()
-    _finish(plan, trainer, selector, monitor, recorder.history, common, console)
-    _report_unreadable(unreadable_files(source, log), console)
-    return trainer, selector
+    mlflow.log_metrics({f"data/dropped_{k}": v for k, v in plan.table.dropped.items()}
+                       | {"data/points_outside_image": len(plan.outside)})
 
 
 def _report_unreadable(files: dict[str, str], console: Console):

@@ -8,25 +8,33 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from contextlib import nullcontext
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness.errors import UsageError
+from harness.errors import UsageError, first_line
 from harness.trainer import Hook, Trainer
 
 STORE_DIR = Path("mlruns")
 CLASS_METRICS = ("recall", "precision", "pred_count")
 
 
+SQLITE_BUSY_TIMEOUT_S = 60  # writers queue for the lock instead of failing with "database is locked"
+
+
 def default_uri() -> str:
-    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}?timeout={SQLITE_BUSY_TIMEOUT_S}"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    if uri.startswith("sqlite:") and "timeout=" not in uri:
+        uri += ("&" if "?" in uri else "?") + f"timeout={SQLITE_BUSY_TIMEOUT_S}"
+    return uri
 
 
 def artifact_root() -> Path:
@@ -34,7 +42,11 @@ def artifact_root() -> Path:
 
 
 def ensure_store() -> str:
-    """Point MLflow at the store and create/migrate its database once, before any run writes to it."""
+    """Point MLflow at the store and create/migrate its database once, before any run writes to it.
+
+    Several processes may start at once (two `harness run`s, tuning workers): for SQLite, a file lock
+    beside the database lets the first create the schema while the others wait for it.
+    """
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.store"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = tracking_uri()
@@ -44,7 +56,12 @@ def ensure_store() -> str:
         except OSError as exc:
             raise UsageError(f"{STORE_DIR.resolve()}: cannot create the tracking folder ({exc.strerror})") from None
     mlflow.set_tracking_uri(uri)
-    MlflowClient().search_experiments(max_results=1)  # creates the SQLite schema on first use
+    db = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else None
+    try:
+        with FileLock(f"{db}.lock") if db else nullcontext():
+            MlflowClient().search_experiments(max_results=1)  # creates the SQLite schema on first use
+    except (OSError, MlflowException) as exc:
+        raise UsageError(f"tracking store {uri}: cannot open it ({first_line(exc)[:300]})") from None
     return uri
 
 
@@ -81,7 +98,11 @@ def epoch_metrics(t: Trainer) -> dict[str, float]:
 
 
 class MlflowEpochLogger(Hook):
-    """Logs every epoch's metrics to the active MLflow run and keeps them (`history`) for the plots."""
+    """Logs every epoch's metrics to the active MLflow run and keeps them (`history`) for the plots.
+
+    The metrics are computed after validation and logged at the end of the epoch, after the resume
+    checkpoint is written (it holds `history`): a resumed run then logs each epoch exactly once.
+    """
 
     def __init__(self, extra=None):
         self.extra = extra  # callable(trainer) -> dict of further per-epoch metrics
@@ -91,5 +112,23 @@ class MlflowEpochLogger(Hook):
         metrics = epoch_metrics(t)
         if self.extra:
             metrics.update(self.extra(t))
-        mlflow.log_metrics(metrics, step=t.epoch)
         self.history.append({"epoch": t.epoch, **metrics})
+
+    def after_epoch(self, t: Trainer):
+        self._log(self.history[-1])
+
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: dict):
+        """The history up to the checkpoint; epochs the stopped process never logged are logged now."""
+        self.history = list(state["history"])
+        run_id = mlflow.active_run().info.run_id
+        logged = {m.step for m in MlflowClient().get_metric_history(run_id, "val/loss")}
+        for row in self.history:
+            if row["epoch"] not in logged:
+                self._log(row)
+
+    @staticmethod
+    def _log(row: dict):
+        mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

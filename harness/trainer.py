@@ -8,6 +8,7 @@ outputs and the loss function a dict of named terms, so the loop knows nothing a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -33,6 +34,10 @@ class Hook:
     def after_epoch(self, t: "Trainer"): ...
     def after_train(self, t: "Trainer"): ...
 
+    # A hook that keeps run-level state returns it here, so a resumed run continues exactly.
+    def state_dict(self) -> dict | None: return None
+    def load_state_dict(self, state: dict): ...
+
 
 @dataclass
 class EpochResult:
@@ -48,11 +53,45 @@ class EpochResult:
     seconds: float = 0.0
     samples_per_s: float = 0.0
 
+    def to_state(self) -> dict:
+        """Plain types and tensors only, so a checkpoint holding it loads with weights_only=True."""
+        return dataclasses.asdict(self) | {"probs": torch.from_numpy(self.probs), "labels": torch.from_numpy(self.labels)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "EpochResult":
+        return cls(**state | {"probs": state["probs"].numpy(), "labels": state["labels"].numpy()})
+
 
 def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_states() -> dict:
+    """Python's, NumPy's global and torch's (CPU and CUDA) random states, as checkpointable types."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def loader_generators(loader) -> list[torch.Generator]:
+    """The generators a DataLoader draws its order and worker seeds from (sampler's and its own)."""
+    found = []
+    for gen in (getattr(loader, "generator", None), getattr(loader.sampler, "generator", None)):
+        if gen is not None and all(gen is not g for g in found):
+            found.append(gen)
+    return found
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,13 +182,13 @@ class Trainer:
         cuda = self.device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and tc.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.epoch, self.result, self.should_stop = 0, None, False
-        self.step_loss = 0.0
+        self.epoch, self.next_epoch, self.result, self.should_stop = 0, 0, None, False
 
     # ------------------------------------------------------------------ the loop
     def fit(self):
         self._call("before_train")
-        for self.epoch in range(self.epoch, self.cfg.train.epochs):
+        while self.next_epoch < self.cfg.train.epochs and not self.should_stop:
+            self.epoch = self.next_epoch
             self._call("before_epoch")
             start = time.perf_counter()
             train_loss, seen = self.train_one_epoch()
@@ -159,9 +198,8 @@ class Trainer:
             self.result.samples_per_s = seen / seconds
             self.result.lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
             self._call("after_validation")
+            self.next_epoch += 1  # the epoch is complete: a checkpoint taken from here on resumes after it
             self._call("after_epoch")
-            if self.should_stop:
-                break
         self._call("after_train")
 
     def train_one_epoch(self) -> tuple[float, int]:
@@ -219,6 +257,38 @@ class Trainer:
             labels.append(batch["label"])
         p, y = torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy()
         return EpochResult(self.epoch, math.nan, float(loss_sum) / len(y), classification_metrics(y, p), p, y)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        """Everything the loop needs to go on after its last completed epoch as if it never stopped:
+        weights, optimiser, schedulers, scaler, SWA average and every random state it draws from."""
+        swa_sched = self.swa_scheduler.state_dict() if self.swa_scheduler else None
+        return {"epoch": self.epoch, "next_epoch": self.next_epoch, "should_stop": self.should_stop,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "swa_model": self.swa_model.state_dict() if self.swa_model else None,
+                # SWALR keeps its anneal function in its state; the rebuilt scheduler has its own
+                "swa_scheduler": {k: v for k, v in swa_sched.items() if not callable(v)} if swa_sched else None,
+                "mixup_rng": self.mixup_rng.bit_generator.state, "rng": rng_states(),
+                "loader_rng": [g.get_state() for g in loader_generators(self.train_loader)]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.next_epoch, self.should_stop = state["epoch"], state["next_epoch"], state["should_stop"]
+        self.model.load_state_dict(state["model"])
+        if state["swa_scheduler"] is not None:  # built first: building one steps the optimiser's LRs
+            self.swa_scheduler = SWALR(self.optimizer, swa_lr=self.cfg.train.swa_lr,
+                                       anneal_epochs=self.cfg.train.swa_anneal_batches, anneal_strategy="cos")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.swa_scheduler is not None:
+            self.swa_scheduler.load_state_dict(state["swa_scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if state["swa_model"] is not None:
+            self.swa_model.load_state_dict(state["swa_model"])
+        self.mixup_rng.bit_generator.state = state["mixup_rng"]
+        set_rng_states(state["rng"])
+        for gen, gen_state in zip(loader_generators(self.train_loader), state["loader_rng"], strict=True):
+            gen.set_state(gen_state)
 
     # ------------------------------------------------------------------ helpers
     def in_swa(self) -> bool:

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness import tracking
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 from harness.registry import get_variant
 from harness.runner import build_config, execute, prepare, resolve_data
 from harness.trainer import Hook, Trainer
@@ -109,10 +109,9 @@ def make_objective(spec: StudySpec, args: TuneArgs, parent_id: str, console: Con
         try:
             plan = prepare(spec.variant, spec.fold, args.data_dir, profile, None, trial_sets(spec, args, params, base),
                            console)
-            outcome = execute(plan, console, hooks=[reporter], tags=tags)
+            outcome = execute(plan, console, hooks=[reporter], tags=tags, resumable=False)  # trials restart, never resume
         except Exception as exc:  # recorded as a failed trial with its reason; the study goes on
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {reason}")
+            trial.set_user_attr("fail_reason", one_line(exc))
             raise
         trial.set_user_attr("mlflow_run_id", outcome.run_id)
         trial.set_user_attr("epochs", outcome.epochs)

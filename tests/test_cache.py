@@ -64,7 +64,8 @@ def test_cache_is_reused_and_independent_of_per_epoch_settings(demo_root, tmp_pa
     assert preprocess_key(_cfg(**{"data.crop_jitter": 9}), fp) != preprocess_key(_cfg(), fp)  # more room needed
     assert preprocess_key(_cfg(**{"data.window_center": 80.0, "data.intensity": "minmax"}), fp) == \
         preprocess_key(_cfg(**{"data.intensity": "minmax"}), fp)  # the fixed window is unused by min-max
-    assert sorted(p.name for p in tmp_path.iterdir()) == [first.folder.name]  # no temporary left behind
+    # no temporary left behind (the builders' lock file stays, empty, as lock files do)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.folder.name, first.folder.name + ".lock"]
 
 
 def test_cache_is_rebuilt_when_a_source_file_changes(demo_root, tmp_path):

@@ -1,42 +1,84 @@
-"""Bad input through the real command: one line on stderr, exit code 2, and no MLflow run created."""
+"""Bad input through the real command: one line on stderr naming the file or key, exit code 2 for a
+usage error and 1 for a data error, and no MLflow run left behind."""
 import pandas as pd
 import pytest
 
 from conftest import editable_copy, harness_cli
+from harness.cli import main
 from harness.data import schema
 
+BREAKS = {  # a broken copy of the demo's CSVs per data error
+    "missing_csv": lambda d: (d / schema.SERIES_CSV).unlink(),
+    "missing_column": lambda d: _edit(d, schema.COORDS_CSV, lambda df: df.drop(columns=["x"])),
+    "wrong_label": lambda d: _edit(d, schema.TRAIN_CSV, lambda df: df.assign(spinal_canal_stenosis_l1_l2="Mild")),
+    "non_integer_id": lambda d: _edit(d, schema.COORDS_CSV, lambda df: df.assign(series_id="../../etc")),
+    "no_usable_sample": lambda d: _edit(d, schema.TRAIN_CSV, lambda df: df.assign(
+        **{f"spinal_canal_stenosis_{lv}": None for lv in schema.LEVELS})),
+}
 
-def _broken_copy(demo_root, tmp_path):
-    dst = editable_copy(demo_root, tmp_path / "broken")
-    df = pd.read_csv(dst / schema.COORDS_CSV).drop(columns=["x"])
-    df.to_csv(dst / schema.COORDS_CSV, index=False)
-    return dst
+
+def _edit(root, name, change):
+    change(pd.read_csv(root / name)).to_csv(root / name, index=False)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["run", "v9", "--data-dir", "/nonexistent/rsna"], "--data-dir /nonexistent/rsna: no such folder"),
-    (["run", "v99", "--data-dir", "{demo}"], "unknown variant 'v99'"),
-    (["run", "v9", "--fold", "5", "--data-dir", "{demo}"], "fold must be within 0-4"),
-    (["run", "v9", "--fold", "-1", "--data-dir", "{demo}"], "fold must be within 0-4"),
-    (["run", "v9", "--data-dir", "{demo}", "--set", "train.epoch=3"], "unknown config key 'train.epoch' (did you mean train.epochs?)"),
-    (["run", "v9", "--data-dir", "{broken}"], "train_label_coordinates.csv: missing column 'x'"),
-    (["run", "v9", "--data-dir", "{demo}", "--profile", "full"], "model.pretrained=true needs model.weights_file"),
-    (["run", "v9", "--data-dir", "{demo}", "--set", "model.weights_file=/no/such.pth"], "model.weights_file: no such file"),
-    (["run"], "the following arguments are required: variant"),
-])
-def test_bad_input(demo_root, workdir, args, needle):
-    broken = _broken_copy(demo_root, workdir)
-    args = [a.format(demo=demo_root, broken=broken) for a in args]
+@pytest.mark.parametrize("args, code, needle", [
+    # usage errors: exit 2
+    (["run", "v99", "--data-dir", "{demo}"], 2, "unknown variant 'v99'"),
+    (["run", "v9", "--fold", "5", "--data-dir", "{demo}"], 2, "fold must be within 0-4"),
+    (["run", "v9", "--fold", "-1", "--data-dir", "{demo}"], 2, "fold must be within 0-4"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "train.epoch=3"], 2, "unknown config key 'train.epoch' (did you mean train.epochs?)"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "train.epochs=abc"], 2, "train.epochs expects int, got 'abc'"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "train.epochs"], 2, "--set expects key=value, got 'train.epochs'"),
+    (["run", "v9", "--data-dir", "{demo}", "--profile", "full"], 2, "model.pretrained=true needs model.weights_file"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "model.weights_file=/no/such.pth"], 2, "model.weights_file: no such file"),
+    (["run", "v9", "--data-dir", "{demo}", "--profile", "smoke", "--resume", "feedbeef"], 2, "--resume feedbeef: no such run id"),
+    (["run"], 2, "the following arguments are required: variant"),
+    # data errors: exit 1
+    (["run", "v9", "--data-dir", "/nonexistent/rsna"], 1, "--data-dir /nonexistent/rsna: no such folder"),
+    (["run", "v9", "--data-dir", "{missing_csv}"], 1, "train_series_descriptions.csv: file not found"),
+    (["run", "v9", "--data-dir", "{missing_column}"], 1, "train_label_coordinates.csv: missing column 'x'"),
+    (["run", "v9", "--data-dir", "{wrong_label}"], 1, "train.csv: column 'spinal_canal_stenosis_l1_l2' has the label 'Mild'"),
+    (["run", "v9", "--data-dir", "{non_integer_id}"], 1, "train_label_coordinates.csv: column 'series_id' must hold integers"),
+    (["run", "v9", "--data-dir", "{no_usable_sample}"], 1, "no usable spinal_canal_stenosis samples"),
+], ids=lambda v: v if isinstance(v, int) else None)
+def test_bad_input(demo_root, workdir, capsys, args, code, needle):
+    """In-process through the command's own main() (what `harness` runs), one interpreter for all."""
+    broken = {}
+    for name, damage in BREAKS.items():
+        if any("{" + name + "}" in a for a in args):
+            broken[name] = editable_copy(demo_root, workdir / name)
+            damage(broken[name])
+    args = [a.format(demo=demo_root, **broken) for a in args]
+    returncode = main(args)  # a bug would escape as an exception here: the test fails on it
+    err = capsys.readouterr().err
+    assert returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+    _assert_no_run(workdir)
+
+
+@pytest.mark.parametrize("args, code", [(["run", "v99"], 2), (["run", "v9", "--data-dir", "/nonexistent/rsna"], 1)])
+def test_the_real_process_exits_with_the_code_and_one_line(workdir, args, code):
     res = harness_cli(*args, cwd=workdir)
-    assert res.returncode == 2, res.stderr + res.stdout
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], res.stderr
-    assert "Traceback" not in res.stderr
+    assert res.returncode == code and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.startswith("error: ")
+
+
+def _assert_no_run(workdir):
     db = workdir / "mlruns" / "mlflow.db"
     if db.exists():  # the store may exist, but it holds no run
         import mlflow
         client = mlflow.MlflowClient(f"sqlite:///{db}")
         assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_unwritable_tracking_folder_is_a_usage_error(demo_root, workdir):
+    (workdir / "mlruns").write_text("a file where the tracking folder should be")  # root ignores chmod
+    res = harness_cli("run", "v9", "--data-dir", str(demo_root), "--profile", "smoke", "--set", "train.epochs=1",
+                      cwd=workdir)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert f"{workdir / 'mlruns'}: cannot create the tracking folder" in lines[0]
 
 
 def test_data_demo_writes_the_layout_and_refuses_to_overwrite(workdir):
@@ -61,3 +103,36 @@ def test_unwritable_cache_folder_is_one_line_and_no_run(demo_root, tmp_path):
         from mlflow import MlflowClient
         client = MlflowClient(f"sqlite:///{db}")
         assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_damaged_but_usable_data_trains_and_names_each_problem(demo_root, workdir, capsys):
+    """A missing series folder, a study with every label empty and a point outside its image do not
+    stop a run: each is named in one line before training and counted in the run."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    data = workdir / "damaged"
+    shutil.copytree(demo_root, data)
+    coords = pd.read_csv(data / schema.COORDS_CSV)
+    spinal = coords[coords["condition"] == "Spinal Canal Stenosis"]
+    studies = sorted(spinal["study_id"].unique())
+    gone, unlabelled, off = studies[:3]
+    series = spinal.loc[spinal["study_id"] == gone, "series_id"].iloc[0]
+    shutil.rmtree(data / schema.TRAIN_IMAGES / str(gone) / str(series))
+    _edit(data, schema.TRAIN_CSV, lambda df: df.assign(**{c: df[c].where(df["study_id"] != unlabelled)
+                                                          for c in df.columns if c != "study_id"}))
+    moved = spinal.index[spinal["study_id"] == off][0]
+    coords.loc[moved, "x"] = 5000.0
+    coords.to_csv(data / schema.COORDS_CSV, index=False)
+
+    assert main(["run", "v9", "--data-dir", str(data), "--profile", "smoke", "--set", "train.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert f"(study {unlabelled} has no label at all)" in out
+    assert f"(first: series folder {schema.TRAIN_IMAGES}/{gone}/{series} missing)" in out
+    assert "1 label point(s) outside their image" in out and "(5000, " in out and f"{schema.TRAIN_IMAGES}/{off}/" in out
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    m = run.data.metrics
+    assert run.info.status == "FINISHED" and m["data/points_outside_image"] == 1
+    assert m["data/dropped_missing_image"] >= 1 and m["data/dropped_empty_label"] >= 5

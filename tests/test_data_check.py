@@ -220,8 +220,8 @@ def test_fewer_studies_than_folds(demo_root, tmp_path):
     assert not report.runnable and "only 4 studies" in report.reason and "5 folds" in report.reason
 
 
-def test_nonexistent_data_dir_is_a_usage_error(workdir):
+def test_nonexistent_data_dir_is_a_data_error(workdir):
     res = harness_cli("data", "check", "--data-dir", str(workdir / "nowhere"), cwd=workdir)
-    assert res.returncode == 2
+    assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [f"error: --data-dir {workdir / 'nowhere'}: no such folder"]
     assert res.stdout == ""

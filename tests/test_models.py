@@ -283,3 +283,33 @@ def test_wrong_shapes_and_unreadable_refused(tiny_state, offline, tmp_path):
             create_backbone(ModelConfig(backbone=TINY, pretrained=True, weights_file=str(path)))
         msg = str(err.value)
         assert str(path) in msg and why in msg and "\n" not in msg
+
+
+class _Payload:
+    """Unpickling this would run code: it creates the file named by `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_weights_file_carrying_code_is_refused_unrun(tiny_state, offline, tmp_path):
+    state, _ = tiny_state
+    marker = tmp_path / "code-ran"
+    torch.save(dict(state, evil=_Payload(marker)), tmp_path / "evil.pth")
+    with pytest.raises(UsageError) as err:
+        create_backbone(ModelConfig(backbone=TINY, pretrained=True, weights_file=str(tmp_path / "evil.pth")))
+    assert "evil.pth" in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_a_resume_checkpoint_carrying_code_is_refused_unrun(tmp_path):
+    from harness.resume import load_checkpoint
+
+    marker = tmp_path / "code-ran"
+    torch.save({"format": 1, "identity": _Payload(marker)}, tmp_path / "last.pt")
+    with pytest.raises(UsageError, match="not a readable harness checkpoint"):
+        load_checkpoint(tmp_path / "last.pt")
+    assert not marker.exists()

@@ -1,4 +1,6 @@
 """A complete `harness run` on demo data, its MLflow content read back from the real SQLite store."""
+import json
+import socket
 
 import numpy as np
 import pandas as pd
@@ -91,6 +93,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, from the kernel's own table (Linux)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(addr)
+                if width == 8:
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:  # four little-endian 32-bit words
+                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+def _other_local_ipv4() -> set[str]:
+    """This machine's non-loopback IPv4 addresses that can be found without extra packages."""
+    ips = set()
+    try:
+        ips |= {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    except OSError:
+        pass
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outgoing interface
+            ips.add(s.getsockname()[0])
+        except OSError:
+            pass
+    return {ip for ip in ips if not ip.startswith("127.") and ip != "0.0.0.0"}
+
+
 def test_ui_serves_the_run_on_localhost(finished_run):
     """`harness ui` is a real `mlflow server` on 127.0.0.1, reading the same store."""
     import os
@@ -119,6 +158,15 @@ def test_ui_serves_the_run_on_localhost(finished_run):
         assert got.info.status == "FINISHED"
         assert got.data.metrics["best/balanced_accuracy"] == run.data.metrics["best/balanced_accuracy"]
         assert "config.yaml" in {a.path for a in remote.list_artifacts(run.info.run_id)}
+        # the server's own artifact listing, over HTTP
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/artifacts/list?run_id={run.info.run_id}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            listed = {f["path"] for f in json.load(r)["files"]}
+        assert {"config.yaml", "val_predictions.csv", "checkpoint"} <= listed
+        assert _listening_addresses(port) == {"127.0.0.1"}
+        for ip in _other_local_ipv4():  # and nothing answers on the machine's other addresses
+            with pytest.raises(OSError):
+                socket.create_connection((ip, port), timeout=2).close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -12,6 +12,7 @@ files changed the cache is rebuilt.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from filelock import FileLock
 
 from harness.config import DataConfig
 from harness.data.preprocess import PreparedSample, prepare_sample, preprocess_key, reach
@@ -169,6 +171,22 @@ def _swap_in(tmp: Path, folder: Path):
         pass  # a concurrent build won the race
 
 
+@contextlib.contextmanager
+def _builder_lock(folder: Path):
+    """Held while a process checks and builds one cache; none where the cache root is read-only (a
+    prebuilt cache on a mounted dataset), as nothing can be built there anyway."""
+    lock = FileLock(f"{folder}.lock")
+    try:
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def open_or_build(table: SampleTable, cfg: DataConfig, data_fp: str, cache_root: Path,
                   workers: int | None = None, progress: Callable[[int, int], None] | None = None,
                   notice: Callable[[str], None] = lambda msg: None) -> PreprocessCache:
@@ -177,12 +195,15 @@ def open_or_build(table: SampleTable, cfg: DataConfig, data_fp: str, cache_root:
     key = preprocess_key(cfg, data_fp)
     folder = Path(cache_root) / f"{cfg.condition}-{key}"
     signature = source_signature(table)
-    if (folder / "manifest.json").is_file():
-        cache = PreprocessCache(folder)
-        if cache.manifest["source_signature"] == signature and len(cache) == len(table.samples):
-            notice(f"preprocessing cache {folder} (reused)")
-            return cache
-        notice(f"preprocessing cache {folder}: source files changed, rebuilding")
-    else:
-        notice(f"preprocessing cache {folder}: building {len(table.samples)} samples")
-    return build(table, cfg, folder, signature, key, workers, progress)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one builder per cache: a second process (two runs, tuning workers) waits, then reuses its work
+    with _builder_lock(folder):
+        if (folder / "manifest.json").is_file():
+            cache = PreprocessCache(folder)
+            if cache.manifest["source_signature"] == signature and len(cache) == len(table.samples):
+                notice(f"preprocessing cache {folder} (reused)")
+                return cache
+            notice(f"preprocessing cache {folder}: source files changed, rebuilding")
+        else:
+            notice(f"preprocessing cache {folder}: building {len(table.samples)} samples")
+        return build(table, cfg, folder, signature, key, workers, progress)

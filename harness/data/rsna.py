@@ -26,6 +26,7 @@ class SampleTable:
     condition: str
     samples: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)  # the first dropped row per reason, in words
 
     def image_path(self, study_id: int, series_id: int, instance: int) -> Path:
         # ids are validated integers (read_csv below), so they are safe to become path parts
@@ -68,10 +69,10 @@ def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis") -> 
     series = read_checked_csv(root, schema.SERIES_CSV, schema.SERIES_COLUMNS, ("study_id", "series_id"))
 
     # labels, level-major as pd.melt orders them
-    labels = train.melt(id_vars="study_id", value_vars=list(columns), var_name="column", value_name="severity")
-    labels["level"] = labels["column"].str[len(condition) + 1:]
-    empty = labels["severity"].isna()
-    labels = labels[~empty]
+    melted = train.melt(id_vars="study_id", value_vars=list(columns), var_name="column", value_name="severity")
+    melted["level"] = melted["column"].str[len(condition) + 1:]
+    empty = melted["severity"].isna()
+    labels = melted[~empty].copy()
     unknown = labels[~labels["severity"].isin(schema.SEVERITIES)]
     if len(unknown):
         raise DataError(f"{root / schema.TRAIN_CSV}: column {unknown['column'].iloc[0]!r} has the label "
@@ -94,8 +95,10 @@ def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis") -> 
     merged = merged[~no_coord].astype({"series_id": "int64", "instance_number": "int64"})
 
     table = SampleTable(root, condition, merged)
-    exists = [table.image_path(r.study_id, r.series_id, r.instance_number).is_file() for r in merged.itertuples()]
-    merged = merged[exists].reset_index(drop=True)
+    paths = [table.image_path(r.study_id, r.series_id, r.instance_number) for r in merged.itertuples()]
+    exists = [path.is_file() for path in paths]
+    table.examples = _drop_examples(root, melted, empty, labels, merged, paths, exists)
+    merged = merged[pd.Series(exists, index=merged.index, dtype=bool)].reset_index(drop=True)
     merged["level_idx"] = merged["level"].map(schema.LEVELS.index).astype("int64")
     table.samples = merged[list(SAMPLE_COLUMNS)]
     table.dropped = {"empty_label": int(empty.sum()), "no_coordinate": int(no_coord.sum()),
@@ -104,6 +107,26 @@ def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis") -> 
         raise DataError(f"{root}: no usable {condition} samples (labels with a coordinate on {series_desc} "
                         f"and an image file)")
     return table
+
+
+def _drop_examples(root: Path, melted: pd.DataFrame, empty: pd.Series, labels: pd.DataFrame,
+                   with_coord: pd.DataFrame, paths: list[Path], exists: list[bool]) -> dict[str, str]:
+    """One named example per drop reason, so a run's opening lines say where to look."""
+    out = {}
+    if empty.any():
+        all_empty = empty.groupby(melted["study_id"]).all()
+        study = all_empty[all_empty].index.min() if all_empty.any() else melted.loc[empty.idxmax(), "study_id"]
+        out["empty_label"] = f"study {study} has no label at all" if all_empty.any() else f"first: study {study}"
+    joined = labels[["study_id", "level"]].merge(with_coord[["study_id", "level"]], how="left", indicator=True)
+    no_coord = joined[joined["_merge"] == "left_only"]
+    if len(no_coord):
+        out["no_coordinate"] = f"first: study {no_coord['study_id'].iloc[0]} {no_coord['level'].iloc[0]}"
+    missing = [p for p, ok in zip(paths, exists) if not ok]
+    if missing:
+        folder = missing[0].parent
+        out["missing_image"] = (f"first: series folder {folder.relative_to(root)} missing" if not folder.is_dir()
+                                else f"first: {missing[0].relative_to(root)} missing")
+    return out
 
 
 def data_fingerprint(root: str | Path) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from harness.errors import first_line
+
 MODES = ("instance", "position")
 ORIENTATION_TOLERANCE = 1e-3  # max abs difference of unit direction cosines within one stack
 POSITION_DECIMALS = 3  # mm; slices this close count as one position and fall back on instance order
@@ -147,8 +149,7 @@ def build_index(folder: str | Path) -> SeriesIndex:
         try:
             headers[number] = read_header(number, path)
         except Exception as error:  # a broken header must not cost the other slices their order
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            problems.append(f"{path.name}: header unreadable ({reason})")
+            problems.append(f"{path.name}: header unreadable ({first_line(error)})")
     placed = [h for h in headers.values() if h.orientation is not None]
     unplaced = sorted(set(headers) - {h.instance for h in placed})
     problems += [f"{files[n].name}: no usable ImagePositionPatient/ImageOrientationPatient, "

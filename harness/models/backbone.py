@@ -28,7 +28,7 @@ def create_backbone(cfg: ModelConfig, in_chans: int = 3) -> nn.Module:
     overlay = dict(file=path, url="", hf_hub_id="", hf_hub_filename=None, source="")
     try:
         model = timm.create_model(cfg.backbone, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-        state = timm_load_state_dict(path)
+        state = timm_load_state_dict(path, weights_only=True)  # never unpickle code from a file
     except Exception as exc:  # unreadable file, shape mismatch, blocked pickle: all the user's file
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         # torch's load_state_dict error opens with a bare header line; the first detail says more

@@ -1,0 +1,86 @@
+"""How an MLflow run ends says how training ended: FINISHED only when it completed.
+
+Ctrl-C (SIGINT) and SIGTERM stop the run at once and mark it KILLED (its checkpoint of the last
+completed epoch stays, for `--resume`); an exception marks it FAILED with the reason as the
+`harness.failure_reason` tag and the traceback as the artifact `failure/traceback.txt`.
+A SIGKILL cannot be caught: that run stays RUNNING in MLflow, and `--resume` finds it.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from contextlib import contextmanager
+
+import mlflow
+
+from harness.errors import one_line
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM, as SIGINT raises KeyboardInterrupt (exit 128 + 15)."""
+
+    exit_code = 143
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+@contextmanager
+def stop_signals_raise():
+    """While inside, SIGTERM raises Stopped and SIGINT KeyboardInterrupt in the main thread, also
+    when the process was started with SIGINT ignored (a background job of a script)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_stopped),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def recorded_run(**start_kwargs):
+    """mlflow.start_run(**start_kwargs) whose end status follows the rules above."""
+    with stop_signals_raise():
+        run = mlflow.start_run(**start_kwargs)
+        try:
+            yield run
+        except KeyboardInterrupt as exc:
+            _end("KILLED", {"harness.stop_reason": "SIGTERM" if isinstance(exc, Stopped) else "SIGINT"})
+            raise
+        except BaseException as exc:
+            _end("FAILED", {"harness.failure_reason": one_line(exc)[:500]}, traceback.format_exc())
+            raise
+        mlflow.end_run("FINISHED")
+
+
+def _end(status: str, tags: dict[str, str], trace: str | None = None) -> None:
+    """Record how the run ended; a second signal or a store error here must not hide the first."""
+    with stop_signals_ignored():
+        try:
+            mlflow.set_tags(tags)
+            if trace:
+                mlflow.log_text(trace, "failure/traceback.txt")
+        except Exception:  # the reason is lost, the status below still matters more
+            pass
+        finally:
+            mlflow.end_run(status)
+
+
+@contextmanager
+def stop_signals_ignored():
+    """SIGINT and SIGTERM held off while a run's end is being written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
