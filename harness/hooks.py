@@ -149,7 +149,8 @@ class ConsoleProgress(Hook):
                                  MofNCompleteColumn(), TimeRemainingColumn(), console=self.console, transient=True,
                                  disable=not (self.console.is_terminal or self.console.is_jupyter))
         self.progress.start()
-        self.task = self.progress.add_task("train", total=len(t.train_loader))
+        done = t.partial["batches"] if t.partial else 0  # a run resumed mid-epoch starts part way
+        self.task = self.progress.add_task("train", total=len(t.train_loader), completed=done)
 
     def after_step(self, t: Trainer):
         self.progress.advance(self.task)

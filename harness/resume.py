@@ -1,4 +1,5 @@
-"""Resume: a checkpoint after every completed epoch, and finding the run `--resume` continues.
+"""Resume: a checkpoint after every completed epoch (and where a stop was asked for, between two
+batches), and finding the run `--resume` continues.
 
 A run's working folder is $HARNESS_HOME/runs/<run_id>/ (its path is the run's `harness.checkpoint_dir`
 tag): `last.pt` holds the trainer's and the hooks' state after the last completed epoch, beside the
@@ -49,6 +50,12 @@ class EpochCheckpoint(Hook):
         self.path, self.identity = path, identity
 
     def after_epoch(self, t: Trainer):
+        self.save(t)
+
+    def on_stop(self, t: Trainer):  # between two batches: the trainer's state includes the epoch so far
+        self.save(t)
+
+    def save(self, t: Trainer):
         hooks = {type(h).__name__: h.state_dict() for h in t.hooks}
         save_atomic({"format": FORMAT, "identity": self.identity, "trainer": t.state_dict(),
                      "hooks": {k: v for k, v in hooks.items() if v is not None}}, self.path)
@@ -85,6 +92,14 @@ class ResumePoint:
     @property
     def epochs_done(self) -> int:
         return self.state["trainer"]["next_epoch"]
+
+    @property
+    def where(self) -> str:
+        """Where training goes on, in words."""
+        partial = self.state["trainer"].get("partial")
+        if partial:
+            return f"in epoch {self.epochs_done + 1} after batch {partial['batches']}"
+        return f"after epoch {self.epochs_done}"
 
 
 def find(client: MlflowClient, experiment_id: str, cfg: Config, data_fp: str, wanted: str) -> ResumePoint | None:

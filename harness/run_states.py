@@ -1,13 +1,15 @@
 """How an MLflow run ends says how training ended: FINISHED only when it completed.
 
-Ctrl-C (SIGINT) and SIGTERM stop the run at once and mark it KILLED (its checkpoint of the last
-completed epoch stays, for `--resume`); an exception marks it FAILED with the reason as the
+Ctrl-C (SIGINT) and SIGTERM mark the run KILLED. During training they stop it after the batch in
+progress, once the resume checkpoint of that point is written (a second signal stops at once);
+elsewhere (preprocessing, the final summary) they stop it at once; an exception marks it FAILED with the reason as the
 `harness.failure_reason` tag and the traceback as the artifact `failure/traceback.txt`.
 A SIGKILL cannot be caught: that run stays RUNNING in MLflow, and `--resume` finds it.
 """
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import traceback
 from contextlib import contextmanager
@@ -25,6 +27,32 @@ class Stopped(KeyboardInterrupt):
 
 def _raise_stopped(signum, frame):
     raise Stopped()
+
+
+def _exception_for(signum: int) -> BaseException:
+    return Stopped() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextmanager
+def stops_between_batches(trainer):
+    """While training, the first SIGINT or SIGTERM asks the trainer to stop after the batch in
+    progress, so it saves exactly where it is; a second one raises at once (the last checkpoint stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_request is not None:
+            raise _exception_for(signum)
+        trainer.request_stop(_exception_for(signum))
+        sys.stderr.write("stopping after the current batch to save a checkpoint (signal again to stop at once)\n")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager

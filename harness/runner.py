@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,8 +258,8 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
             resume_mod.remove(folder)  # FINISHED: the selected checkpoint is an MLflow artifact now
         except KeyboardInterrupt:
             if run_id:
-                console.print(f"[yellow]stopped[/]: run {run_id} is KILLED; it continues from its last completed "
-                              f"epoch with `harness run {cfg.variant} --fold {cfg.fold} --resume {run_id}`")
+                console.print(f"[yellow]stopped[/]: run {run_id} is KILLED; it continues from its last checkpoint "
+                              f"with `harness run {cfg.variant} --fold {cfg.fold} --resume {run_id}`")
             raise
         return Outcome(run_id, dict(selector.selected.metrics), trainer.epoch + 1)
 
@@ -283,7 +282,7 @@ def find_resume(plan: RunPlan, wanted: str, console: Console) -> resume_mod.Resu
         console.print(f"--resume: no unfinished run of {plan.cfg.variant} fold {plan.cfg.fold} with this config "
                       "has a checkpoint; starting a new run")
     else:
-        console.print(f"resuming run {point.run_id} after epoch {point.epochs_done} of {plan.cfg.train.epochs}")
+        console.print(f"resuming run {point.run_id} {point.where} (of {plan.cfg.train.epochs} epochs)")
     return point
 
 
@@ -312,7 +311,8 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Sourc
     trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
     if resume is not None:
         resume_mod.restore(trainer, resume.state)
-    trainer.fit()
+    with run_states.stops_between_batches(trainer):
+        trainer.fit()
     _finish(plan, trainer, selector, monitor, recorder.history, common, console)
     _report_unreadable(unreadable_files(source, log), console)
     return trainer, selector
@@ -325,10 +325,7 @@ def _log_inputs(plan: RunPlan, model: torch.nn.Module):
                       | {"loss.class_weights_used": str(training_class_weights(plan)),
                          "model.parameters": str(sum(p.numel() for p in model.parameters()))})
     mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
-    with warnings.catch_warnings():  # MLflow's schema hint about integer columns is noise here
-        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-        mlflow.log_input(mlflow.data.from_pandas(plan.folds, name=f"folds-{cfg.data.condition}-{plan.data_fp}"),
-                         context="folds")
+    tracking.log_dataset_input(plan.folds, f"folds-{cfg.data.condition}-{plan.data_fp}", "folds")
     mlflow.set_tag("harness.preprocess_fingerprint", preprocess_key(cfg.data, plan.data_fp))
     mlflow.log_metrics({f"data/dropped_{k}": v for k, v in plan.table.dropped.items()}
                        | {"data/points_outside_image": len(plan.outside)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -76,6 +77,23 @@ def experiment_id(name: str) -> str:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # another process created it between our two calls
         return client.get_experiment_by_name(name).experiment_id
+
+
+def log_dataset_input(df, name: str, context: str) -> None:
+    """mlflow.log_input of a table. Two processes logging the same new dataset at once race on its
+    row (SQLite: UNIQUE constraint failed, the losing transaction rolled back whole); logging again
+    then finds the row and links it."""
+    dataset = mlflow.data.from_pandas(df, name=name)
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # MLflow's schema hint about integer columns is noise here
+                warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+                mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            lost_race = "UNIQUE constraint" in str(exc) or "duplicate key" in str(exc)  # SQLite / PostgreSQL
+            if not lost_race or attempt == 2:
+                raise
 
 
 def git_commit() -> str:

@@ -1,14 +1,17 @@
 """The one training loop every variant shares.
 
 The loop itself (`Trainer.fit`) is short; what varies hangs on hooks called at documented points:
-  before_train, before_epoch, after_step, after_validation, after_epoch, after_train.
-MLflow logging, checkpoint selection, early stopping, the dead-class monitor, progress display and
-(later) Optuna pruning are hooks, so none of them needs a second loop. The model returns a dict of
+  before_train, before_epoch, after_step, after_validation, after_epoch, after_train, and on_stop
+  (a stop was requested between two batches). `state_dict()` holds everything the loop needs to go on
+  exactly where it stopped, mid-epoch included.
+MLflow logging, checkpoint selection, early stopping, the dead-class monitor, progress display, the
+resume checkpoint and Optuna pruning are hooks, so none of them needs a second loop. The model returns a dict of
 outputs and the loss function a dict of named terms, so the loop knows nothing about architectures.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 import time
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.optim.swa_utils import SWALR, AveragedModel
+from torch.utils.data import DataLoader
 
 from harness.config import Config
 from harness.losses import LossFn
@@ -33,6 +37,7 @@ class Hook:
     def after_validation(self, t: "Trainer"): ...
     def after_epoch(self, t: "Trainer"): ...
     def after_train(self, t: "Trainer"): ...
+    def on_stop(self, t: "Trainer"): ...  # a stop was requested: the loop ends after this, mid-epoch or not
 
     # A hook that keeps run-level state returns it here, so a resumed run continues exactly.
     def state_dict(self) -> dict | None: return None
@@ -92,6 +97,29 @@ def loader_generators(loader) -> list[torch.Generator]:
         if gen is not None and all(gen is not g for g in found):
             found.append(gen)
     return found
+
+
+class _SkipFirst(torch.utils.data.Sampler):
+    """A batch sampler without its first n batches: their indices are drawn (so the generator moves
+    as before) but never loaded."""
+
+    def __init__(self, batch_sampler, n: int):
+        self.batch_sampler, self.n = batch_sampler, n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.batch_sampler), self.n, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.batch_sampler) - self.n)
+
+
+def skip_batches(loader: DataLoader, n: int) -> DataLoader:
+    """The rest of an epoch of `loader` after n batches, in the same order, drawing from the same
+    generators in the same sequence. A loader without its own generator draws its workers' base seed
+    from the global RNG: the copy gets a private one, so the global stream stays as it was saved."""
+    return DataLoader(loader.dataset, batch_sampler=_SkipFirst(loader.batch_sampler, n),
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      worker_init_fn=loader.worker_init_fn, generator=loader.generator or torch.Generator())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,6 +211,10 @@ class Trainer:
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and tc.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.next_epoch, self.result, self.should_stop = 0, 0, None, False
+        # mid-epoch progress (batches done, loss so far, loader RNG at the epoch's start): what a
+        # stop between two batches saves, so a resumed run goes on from the next batch
+        self.partial: dict | None = None
+        self.stop_request: BaseException | None = None  # set by request_stop; raised between batches
 
     # ------------------------------------------------------------------ the loop
     def fit(self):
@@ -200,7 +232,18 @@ class Trainer:
             self._call("after_validation")
             self.next_epoch += 1  # the epoch is complete: a checkpoint taken from here on resumes after it
             self._call("after_epoch")
+            self._stop_if_requested()
         self._call("after_train")
+
+    def request_stop(self, exc: BaseException) -> None:
+        """Ask the loop to stop at the next batch boundary (or epoch end): hooks get on_stop (the
+        resume checkpoint is written), then `exc` is raised. Safe to call from a signal handler."""
+        self.stop_request = exc
+
+    def _stop_if_requested(self):
+        if self.stop_request is not None:
+            self._call("on_stop")
+            raise self.stop_request
 
     def train_one_epoch(self) -> tuple[float, int]:
         self.model.train()
@@ -211,15 +254,26 @@ class Trainer:
         if in_swa and self.swa_scheduler is None:
             self.swa_scheduler = SWALR(self.optimizer, swa_lr=self.cfg.train.swa_lr,
                                        anneal_epochs=self.cfg.train.swa_anneal_batches, anneal_strategy="cos")
-        total = torch.zeros((), device=self.device)  # summed on the device: no host sync per step
-        seen = 0
-        for batch in self.train_loader:
+        gens = loader_generators(self.train_loader)
+        if self.partial is None:  # a fresh epoch
+            self.partial = {"batches": 0, "loss_sum": torch.zeros((), device=self.device), "seen": 0,
+                            "loader_rng": [g.get_state() for g in gens]}
+            batches = self.train_loader
+        else:  # resumed mid-epoch: the same order from the same generator states, less the batches done
+            for g, state in zip(gens, self.partial["loader_rng"], strict=True):
+                g.set_state(state)
+            batches = skip_batches(self.train_loader, self.partial["batches"])
+        total = self.partial["loss_sum"]  # summed on the device: no host sync per step
+        for batch in batches:
             loss = self.run_step(self.to_device(batch))
             (self.swa_scheduler if in_swa else self.scheduler).step()
             n = len(batch["label"])
             total += loss.detach() * n
-            seen += n
+            self.partial["batches"] += 1
+            self.partial["seen"] += n
             self._call("after_step")
+            self._stop_if_requested()
+        seen, self.partial = self.partial["seen"], None
         if in_swa:
             self.swa_model.update_parameters(self.model)
             if self.cfg.train.swa_use_for_eval and self.cfg.train.swa_update_bn:
@@ -270,7 +324,8 @@ class Trainer:
                 # SWALR keeps its anneal function in its state; the rebuilt scheduler has its own
                 "swa_scheduler": {k: v for k, v in swa_sched.items() if not callable(v)} if swa_sched else None,
                 "mixup_rng": self.mixup_rng.bit_generator.state, "rng": rng_states(),
-                "loader_rng": [g.get_state() for g in loader_generators(self.train_loader)]}
+                "loader_rng": [g.get_state() for g in loader_generators(self.train_loader)],
+                "partial": dict(self.partial, loss_sum=self.partial["loss_sum"].clone()) if self.partial else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.next_epoch, self.should_stop = state["epoch"], state["next_epoch"], state["should_stop"]
@@ -289,6 +344,7 @@ class Trainer:
         set_rng_states(state["rng"])
         for gen, gen_state in zip(loader_generators(self.train_loader), state["loader_rng"], strict=True):
             gen.set_state(gen_state)
+        self.partial = state.get("partial")
 
     # ------------------------------------------------------------------ helpers
     def in_swa(self) -> bool:

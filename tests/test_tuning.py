@@ -124,7 +124,7 @@ def test_a_killed_study_resumes_without_losing_or_repeating_a_trial(demo_root, t
 def _two_workers_record_every_trial_once(study: optuna.Study, client: MlflowClient, n: int):
     trials = study.trials
     assert sorted(t.number for t in trials) == list(range(n))
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.state == TrialState.COMPLETE for t in trials), [(t.number, t.state, t.user_attrs) for t in trials]
     run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
     assert len(set(run_ids)) == n
     children = client.search_runs([client.get_run(run_ids[0]).info.experiment_id],
