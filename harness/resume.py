@@ -110,8 +110,8 @@ def find(client: MlflowClient, experiment_id: str, cfg: Config, data_fp: str, wa
     filt = (f"tags.`harness.variant` = '{cfg.variant}' and tags.`harness.fold` = '{cfg.fold}' and "
             f"tags.`harness.config_hash` = '{config_hash(cfg)}' and attributes.status != 'FINISHED'")
     for run in client.search_runs([experiment_id], filt, order_by=["attributes.start_time DESC"]):
-        path = Path(run.data.tags.get("harness.checkpoint_dir", "")) / LAST
-        if path.is_file():
+        path = _checkpoint_of(run)
+        if path is not None and path.is_file():
             return _checked(load_checkpoint(path), path, cfg, data_fp, run.info.run_id)
     return None
 
@@ -132,8 +132,8 @@ def _named(client: MlflowClient, cfg: Config, data_fp: str, wanted: str) -> Resu
                              f"{tags.get('harness.fold')}, not {cfg.variant} fold {cfg.fold}")
         if run.info.status == "FINISHED":
             raise UsageError(f"--resume {wanted}: that run is already FINISHED")
-        path = Path(tags.get("harness.checkpoint_dir", "")) / LAST
-        if not path.is_file():
+        path = _checkpoint_of(run)
+        if path is None or not path.is_file():
             raise UsageError(f"--resume {wanted}: no checkpoint at {path} (the run stopped before its first "
                              "epoch ended, or ran on another machine); start it again without --resume")
         run_id, state = wanted, load_checkpoint(path)
@@ -144,6 +144,11 @@ def _named(client: MlflowClient, cfg: Config, data_fp: str, wanted: str) -> Resu
     if status == "FINISHED":
         raise UsageError(f"--resume {wanted}: run {run_id} is already FINISHED")
     return _checked(state, path, cfg, data_fp, run_id)
+
+
+def _checkpoint_of(run) -> Path | None:
+    folder = run.data.tags.get("harness.checkpoint_dir")
+    return Path(folder) / LAST if folder else None
 
 
 def _checked(state: dict, path: Path, cfg: Config, data_fp: str, run_id: str) -> ResumePoint:
