@@ -155,6 +155,10 @@ class ConsoleProgress(Hook):
     def after_step(self, t: Trainer):
         self.progress.advance(self.task)
 
+    def on_stop(self, t: Trainer):  # leave the terminal clean for the stop message
+        if self.progress is not None:
+            self.progress.stop()
+
     def after_validation(self, t: Trainer):
         self.progress.stop()
         r, m = t.result, t.result.metrics
