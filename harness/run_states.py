@@ -25,28 +25,21 @@ class Stopped(KeyboardInterrupt):
     exit_code = 143
 
 
-def _raise_stopped(signum, frame):
-    raise Stopped()
-
-
 def _exception_for(signum: int) -> BaseException:
     return Stopped() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _raise_for(signum, frame):
+    raise _exception_for(signum)
+
+
 @contextmanager
-def stops_between_batches(trainer):
-    """While training, the first SIGINT or SIGTERM asks the trainer to stop after the batch in
-    progress, so it saves exactly where it is; a second one raises at once (the last checkpoint stays)."""
+def _stop_signals(handler):
+    """SIGINT and SIGTERM go to `handler` while inside (main thread only: Python delivers signals
+    there, and signal.signal refuses elsewhere)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        if trainer.stop_request is not None:
-            raise _exception_for(signum)
-        trainer.request_stop(_exception_for(signum))
-        sys.stderr.write("stopping after the current batch to save a checkpoint (signal again to stop at once)\n")
-
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -55,20 +48,27 @@ def stops_between_batches(trainer):
             signal.signal(sig, old)
 
 
-@contextmanager
+def stops_between_batches(trainer):
+    """While training, the first SIGINT or SIGTERM asks the trainer to stop after the batch in
+    progress, so it saves exactly where it is; a second one raises at once (the last checkpoint stays)."""
+    def handler(signum, frame):
+        if trainer.stop_request is not None:
+            raise _exception_for(signum)
+        trainer.request_stop(_exception_for(signum))
+        sys.stderr.write("stopping after the current batch to save a checkpoint (signal again to stop at once)\n")
+
+    return _stop_signals(handler)
+
+
 def stop_signals_raise():
-    """While inside, SIGTERM raises Stopped and SIGINT KeyboardInterrupt in the main thread, also
-    when the process was started with SIGINT ignored (a background job of a script)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_stopped),
-                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    """While inside, SIGTERM raises Stopped and SIGINT KeyboardInterrupt, also when the process was
+    started with SIGINT ignored (a background job of a script)."""
+    return _stop_signals(_raise_for)
+
+
+def stop_signals_ignored():
+    """SIGINT and SIGTERM held off while a run's end is being written."""
+    return _stop_signals(signal.SIG_IGN)
 
 
 @contextmanager
@@ -99,16 +99,3 @@ def _end(status: str, tags: dict[str, str], trace: str | None = None) -> None:
         finally:
             mlflow.end_run(status)
 
-
-@contextmanager
-def stop_signals_ignored():
-    """SIGINT and SIGTERM held off while a run's end is being written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)

@@ -252,8 +252,7 @@ class Trainer:
             set_epoch(self.epoch)
         in_swa = self.in_swa()
         if in_swa and self.swa_scheduler is None:
-            self.swa_scheduler = SWALR(self.optimizer, swa_lr=self.cfg.train.swa_lr,
-                                       anneal_epochs=self.cfg.train.swa_anneal_batches, anneal_strategy="cos")
+            self.swa_scheduler = self._new_swa_scheduler()
         gens = loader_generators(self.train_loader)
         if self.partial is None:  # a fresh epoch
             self.partial = {"batches": 0, "loss_sum": torch.zeros((), device=self.device), "seen": 0,
@@ -331,8 +330,7 @@ class Trainer:
         self.epoch, self.next_epoch, self.should_stop = state["epoch"], state["next_epoch"], state["should_stop"]
         self.model.load_state_dict(state["model"])
         if state["swa_scheduler"] is not None:  # built first: building one steps the optimiser's LRs
-            self.swa_scheduler = SWALR(self.optimizer, swa_lr=self.cfg.train.swa_lr,
-                                       anneal_epochs=self.cfg.train.swa_anneal_batches, anneal_strategy="cos")
+            self.swa_scheduler = self._new_swa_scheduler()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.swa_scheduler is not None:
@@ -347,6 +345,10 @@ class Trainer:
         self.partial = state.get("partial")
 
     # ------------------------------------------------------------------ helpers
+    def _new_swa_scheduler(self) -> SWALR:
+        tc = self.cfg.train
+        return SWALR(self.optimizer, swa_lr=tc.swa_lr, anneal_epochs=tc.swa_anneal_batches, anneal_strategy="cos")
+
     def in_swa(self) -> bool:
         start = self.cfg.train.swa_start_epoch
         return start is not None and self.epoch >= start

@@ -25,7 +25,7 @@ from rich.console import Console
 from harness import tracking
 from harness.errors import HarnessError, one_line
 from harness.registry import get_variant
-from harness.runner import build_config, execute, prepare, resolve_data
+from harness.runner import build_config, execute, experiment, prepare, resolve_data
 from harness.trainer import Hook, Trainer
 from harness.tuning_spec import (StudySpec, build_pruner, build_sampler, check_spec, reproduce_command, suggest,
                                  to_overrides)
@@ -154,12 +154,12 @@ def fail_stale_trials(study: optuna.Study, console: Console) -> int:
     return len(stale)
 
 
-def parent_run(spec: StudySpec, study: optuna.Study, experiment: str) -> str:
+def parent_run(spec: StudySpec, study: optuna.Study, experiment_id: str) -> str:
     """The study's MLflow parent run, created once and remembered in the study's user attributes."""
     if "mlflow_parent_run_id" in study.user_attrs:
         return study.user_attrs["mlflow_parent_run_id"]
     client = MlflowClient()
-    run = client.create_run(tracking.experiment_id(experiment), run_name=f"study-{spec.name}",
+    run = client.create_run(experiment_id, run_name=f"study-{spec.name}",
                             tags={"harness.kind": "study", "harness.study": spec.name,
                                   "harness.variant": spec.variant, "harness.fold": str(spec.fold)})
     client.log_text(run.info.run_id, spec_path(spec).read_text(), "study.yaml")
@@ -194,8 +194,7 @@ def tune(spec: StudySpec, args: TuneArgs, console: Console) -> optuna.Study:
         fail_stale_trials(study, console)
     if not study.trials:  # trial 0 is the variant's defaults
         study.enqueue_trial(defaults, user_attrs={"harness.defaults": True})
-    experiment = f"rsna-{plan.cfg.data.condition}" + ("-demo" if plan.source == "demo" else "")
-    parent_id = parent_run(spec, study, experiment)
+    parent_id = parent_run(spec, study, experiment(plan))  # the experiment its trials' runs go to
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, args.trials - done)
     where = args.storage or journal_path(spec)
