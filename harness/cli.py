@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key (dotted, YAML-typed); repeatable")
     run.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    run.add_argument("--devices", type=int, metavar="N",
+                     help="train with DistributedDataParallel over N processes, one per GPU (gloo on CPU); "
+                          "shorthand for --set train.devices=N")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID|FILE",
                      help="continue an unfinished run after its last completed epoch: alone, the latest of this "
                           "variant, fold and config (a new run if there is none); or the run id or checkpoint named")
@@ -89,14 +92,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args, console: Console) -> int:
     from harness.config import parse_set
-    from harness.runner import describe, execute, find_resume, prepare
+    from harness.runner import describe, execute, execute_distributed, find_resume, prepare
 
     sets = parse_set(args.set)
     if args.seed is not None:
         sets["train.seed"] = args.seed
+    if args.devices is not None:
+        sets["train.devices"] = args.devices
     plan = prepare(args.variant, args.fold, args.data_dir, args.profile, args.config, sets, console)
     describe(plan, console)
     point = find_resume(plan, args.resume, console) if args.resume else None
+    if plan.cfg.train.devices > 1:
+        return execute_distributed(plan, console, point)
     execute(plan, console, resume=point)
     return 0
 

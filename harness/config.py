@@ -58,6 +58,10 @@ class DataConfig:
     """Training-time shift of the crop centre, uniform in [-jitter, jitter] px, one draw per sample."""
     img_size: int = 256
     """Side of the resized crop fed to the model."""
+    cache_resolution: str = "native"
+    """Resolution of the prepared crop regions: 'native' source pixels (the notebooks: crop, then resize),
+    or 'output': already scaled by img_size / (2 crop_radius), the jitter then rounded to output pixels
+    (a cache that many times smaller; pixels measured in benchmarks/fullscale.md)."""
     channels: str = "grey3"
     """'grey3': each slice an RGB image (grey replicated, or the three windows), sample (S, 3, H, W);
     'stack': the S grey slices as the channels of one image (v7), sample (S, H, W)."""
@@ -92,7 +96,9 @@ class DataConfig:
     cache_dir: str | None = None
     """Folder of the preprocessing cache; None: $HARNESS_HOME/cache."""
     num_workers: int = 0
-    """DataLoader worker processes (the cache build uses every core regardless)."""
+    """DataLoader worker processes (the cache build uses every core regardless); kept alive across epochs."""
+    prefetch_factor: int = 4
+    """Batches each loader worker prepares ahead (with num_workers > 0), so a GPU step never waits."""
     num_folds: int = 5
     """StratifiedGroupKFold splits (shared by every variant)."""
     fold_seed: int = 42
@@ -103,6 +109,7 @@ class DataConfig:
         _choice("data.slice_mode", self.slice_mode, ("instance", "position"))
         _choice("data.intensity", self.intensity, ("minmax", "dicom_window", "fixed_window", "multiwindow"))
         _choice("data.crop_border", self.crop_border, ("clip", "pad"))
+        _choice("data.cache_resolution", self.cache_resolution, ("native", "output"))
         _choice("data.channels", self.channels, ("grey3", "stack"))
         _choice("data.normalize", self.normalize, ("imagenet", "none"))
         _choice("data.blank_slice", self.blank_slice, ("pixel", "normalized"))
@@ -126,6 +133,8 @@ class DataConfig:
             raise UsageError("data.crop_jitter and data.clahe_clip must be >= 0, data.window_width > 0")
         if self.num_folds < 2:
             raise UsageError(f"data.num_folds must be at least 2, got {self.num_folds}")
+        if self.num_workers < 0 or self.prefetch_factor < 1:
+            raise UsageError("data.num_workers must be >= 0 and data.prefetch_factor >= 1")
 
 
 @dataclass(frozen=True)
@@ -237,7 +246,10 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     """Max gradient norm (after AMP unscale); None disables clipping."""
     amp: bool = True
-    """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler). Inert on CPU."""
+    """Mixed precision on CUDA (see amp_dtype). Inert on CPU."""
+    amp_dtype: str = "auto"
+    """AMP precision: 'auto' (bf16 where the GPU supports it, e.g. A100/H100/RTX 30+; else fp16 with a
+    gradient scaler, e.g. T4/P100), 'bf16' or 'fp16'."""
     swa_start_epoch: int | None = 18
     """Epoch index from which SWALR replaces the schedule and the weights are averaged; None: no SWA."""
     swa_lr: float = 5e-6
@@ -274,8 +286,21 @@ class TrainConfig:
     """Seed of Python, NumPy and torch."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda[:N]'."""
+    devices: int = 1
+    """Processes of one DistributedDataParallel run (one per GPU; gloo processes on CPU). Each takes
+    batch_size / devices samples of every batch, so the schedule and global batch stay the variant's."""
+    channels_last: bool = True
+    """NHWC weights and activations on CUDA (faster convolutions with AMP on tensor cores). Inert on CPU."""
+    compile: bool = False
+    """torch.compile the model on CUDA (minutes of compilation first; worth it for long runs). Inert on CPU."""
+    deterministic: bool = False
+    """Deterministic CUDA kernels, and no cuDNN autotuning (cudnn.benchmark is on otherwise). Slower."""
 
     def __post_init__(self):
+        _choice("train.amp_dtype", self.amp_dtype, ("auto", "bf16", "fp16"))
+        if self.devices < 1 or self.batch_size % self.devices:
+            raise UsageError(f"train.devices must be at least 1 and divide train.batch_size ({self.batch_size}), "
+                             f"got {self.devices}")
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise UsageError(f"train.{key} must be at least 1, got {getattr(self, key)}")

@@ -27,7 +27,8 @@ from harness.trainer import Hook, Trainer
 LAST = "last.pt"
 FORMAT = 1
 # Where and how a run executes, not what it computes: these may change between a stop and its resume.
-LOCATION_KEYS = ("data_dir", "data.cache", "data.cache_dir", "data.num_workers", "train.device", "model.weights_file")
+LOCATION_KEYS = ("data_dir", "data.cache", "data.cache_dir", "data.num_workers", "data.prefetch_factor",
+                 "train.device", "model.weights_file")
 
 
 def config_identity(cfg: Config) -> dict:

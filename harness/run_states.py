@@ -11,12 +11,17 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 
 import mlflow
 
+from harness import distributed
 from harness.errors import one_line
+
+
+REPEAT_WINDOW_S = 1.0
 
 
 class Stopped(KeyboardInterrupt):
@@ -51,11 +56,19 @@ def _stop_signals(handler):
 def stops_between_batches(trainer):
     """While training, the first SIGINT or SIGTERM asks the trainer to stop after the batch in
     progress, so it saves exactly where it is; a second one raises at once (the last checkpoint stays)."""
+    first: list[float] = []
+
     def handler(signum, frame):
         if trainer.stop_request is not None:
-            raise _exception_for(signum)
+            # under --devices a rank may get one signal twice (from the terminal's process group, and
+            # forwarded by the launcher): only a second signal a moment later means "at once"
+            if distributed.world_size() == 1 or time.monotonic() - first[0] > REPEAT_WINDOW_S:
+                raise _exception_for(signum)
+            return
+        first.append(time.monotonic())
         trainer.request_stop(_exception_for(signum))
-        sys.stderr.write("stopping after the current batch to save a checkpoint (signal again to stop at once)\n")
+        if distributed.is_main():  # under --devices every rank gets the signal; one says so
+            sys.stderr.write("stopping after the current batch to save a checkpoint (signal again to stop at once)\n")
 
     return _stop_signals(handler)
 

@@ -21,9 +21,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.progress import Progress
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
-from harness import __version__, plots, run_states, tracking
+from harness import __version__, distributed, plots, run_states, tracking
 from harness import resume as resume_mod
 from harness.config import Config, apply_overrides, load_yaml
 from harness.data import cache, demo
@@ -176,9 +176,14 @@ def unreadable_files(source: Source, log: Path) -> dict[str, str]:
 
 
 def loaders(plan: RunPlan, device: torch.device, source: Source):
-    """Train loader (sampler as the variant; seeded) and validation loader, plus their options."""
+    """Train loader (sampler as the variant; seeded; this rank's share of each batch under
+    --devices) and validation loader, plus their options. Workers live for the whole run and keep
+    data.prefetch_factor batches ready; pinned memory lets the copies to the GPU overlap compute."""
     cfg, d = plan.cfg, plan.cfg.data
-    common = dict(batch_size=cfg.train.batch_size, num_workers=d.num_workers, pin_memory=device.type == "cuda")
+    world = distributed.world_size()
+    workers = dict(persistent_workers=True, prefetch_factor=d.prefetch_factor) if d.num_workers else {}
+    common = dict(batch_size=cfg.train.batch_size // world, num_workers=d.num_workers,
+                  pin_memory=device.type == "cuda", **workers)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     rows, copies = plan.train_rows, None
     if d.sampler == "progressive":  # the notebooks seeded it with 42 + fold
@@ -186,8 +191,10 @@ def loaders(plan: RunPlan, device: torch.device, source: Source):
     train_ds = SliceDataset(plan.table, rows, d, True, d.augment, cfg.train.seed, source, copies)
     if d.sampler == "weighted":
         order = dict(sampler=weighted_sampler(train_ds.labels, gen))
-    else:
-        order = dict(shuffle=True, generator=gen)
+    else:  # as shuffle=True: the loader's worker seed and the order both drawn from `gen`
+        order = dict(sampler=RandomSampler(train_ds, generator=gen), generator=gen)
+    if world > 1:
+        order["sampler"] = distributed.ShardSampler(order["sampler"], distributed.rank(), world)
     train = DataLoader(train_ds, drop_last=cfg.train.drop_last, **order, **common)
     val = DataLoader(SliceDataset(plan.table, plan.val_rows, d, False, "none", cfg.train.seed, source),
                      shuffle=False, **common)
@@ -262,6 +269,46 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
                               f"with `harness run {cfg.variant} --fold {cfg.fold} --resume {run_id}`")
             raise
         return Outcome(run_id, dict(selector.selected.metrics), trainer.epoch + 1)
+
+
+def execute_distributed(plan: RunPlan, console: Console, resume: resume_mod.ResumePoint | None = None) -> int:
+    """`--devices N`: the run trained by N DistributedDataParallel processes (harness.distributed);
+    returns the exit code. The store and the preprocessing cache are made here, once, first."""
+    cfg, n = plan.cfg, plan.cfg.train.devices
+    device = resolve_device(cfg.train.device)
+    use_cuda = device.type == "cuda"
+    if use_cuda and device.index is not None:
+        raise UsageError(f"train.device={cfg.train.device} names one GPU; --devices {n} uses cuda:0..{n - 1} "
+                         "(choose them with CUDA_VISIBLE_DEVICES)")
+    if use_cuda and n > torch.cuda.device_count():
+        raise UsageError(f"--devices {n}: only {torch.cuda.device_count()} GPU(s) visible")
+    # built once here so that weights-file mistakes are one line before any process starts
+    plan.variant.build_model(cfg if resume is None else without_pretrained(cfg))
+    experiment(plan)
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
+        data_source(plan, console, Path(tmp) / "unreadable.tsv")
+    console.print(f"DistributedDataParallel over {n} {'GPUs (NCCL)' if use_cuda else 'CPU processes (gloo)'}: "
+                  f"{cfg.train.batch_size // n} of every {cfg.train.batch_size} samples per process")
+    return distributed.launch(plan, n, use_cuda, resume)
+
+
+def follow(plan: RunPlan, resume: resume_mod.ResumePoint | None) -> None:
+    """A --devices rank other than 0: trains its share of every batch and evaluates its share of the
+    validation set in step with rank 0; records nothing. Only the hooks that steer training run here,
+    on the same gathered metrics as rank 0's, so every rank takes the same decisions."""
+    cfg = plan.cfg
+    seed_everything(cfg.train.seed)
+    model = plan.variant.build_model(without_pretrained(cfg))  # DDP starts every rank from rank 0's weights
+    loss_fn = build_loss(cfg.loss, training_class_weights(plan))
+    with tempfile.TemporaryDirectory(prefix="harness-rank-") as tmp:
+        source = data_source(plan, Console(quiet=True), Path(tmp) / "unreadable.tsv")
+        train_loader, val_loader, _ = loaders(plan, resolve_device(cfg.train.device), source)
+        trainer = Trainer(cfg, model, loss_fn, plan.variant.predict, train_loader, val_loader,
+                          [BackboneFreeze(), EarlyStopping()])
+        if resume is not None:
+            resume_mod.restore(trainer, resume.state)
+        with run_states.stops_between_batches(trainer):
+            trainer.fit()
 
 
 def without_pretrained(cfg: Config) -> Config:
@@ -357,7 +404,8 @@ def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monit
         for recipe in cfg.data.tta:
             ds = SliceDataset(plan.table, plan.val_rows, cfg.data, False, recipe, cfg.train.seed,
                               trainer.val_loader.dataset.source)
-            probs.append(trainer.evaluate(trainer.model, DataLoader(ds, shuffle=False, **common)).probs)
+            # rank 0 alone: under --devices the other ranks have finished
+            probs.append(trainer.evaluate(trainer.model, DataLoader(ds, shuffle=False, **common), shard=False).probs)
         mlflow.log_metrics({f"tta/{k}": v for k, v in classification_metrics(best.labels, np.mean(probs, 0)).items()})
     preds = pd.DataFrame({"study_id": val["study_id"].to_numpy(), "level": val["level"].to_numpy(),
                           "label": best.labels, **{k: best.probs[:, i] for i, k in enumerate(CLASS_KEYS)},

@@ -23,7 +23,8 @@ import torch
 from torch.optim.swa_utils import SWALR, AveragedModel
 from torch.utils.data import DataLoader
 
-from harness.config import Config
+from harness import distributed
+from harness.config import Config, TrainConfig
 from harness.losses import LossFn
 from harness.metrics import classification_metrics
 
@@ -119,13 +120,36 @@ def skip_batches(loader: DataLoader, n: int) -> DataLoader:
     from the global RNG: the copy gets a private one, so the global stream stays as it was saved."""
     return DataLoader(loader.dataset, batch_sampler=_SkipFirst(loader.batch_sampler, n),
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                      worker_init_fn=loader.worker_init_fn, generator=loader.generator or torch.Generator())
+                      worker_init_fn=loader.worker_init_fn, generator=loader.generator or torch.Generator(),
+                      prefetch_factor=loader.prefetch_factor)
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """'auto' is CUDA when available; under --devices each rank takes its own GPU."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and device.index is None and distributed.world_size() > 1:
+        device = torch.device("cuda", distributed.rank())
+    return device
+
+
+def amp_dtype(device: torch.device, tc: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision (always on CPU). 'auto' takes bf16 only where
+    the GPU computes it natively (Ampere and later): T4 and P100 emulate it slowly, so they get fp16."""
+    if device.type != "cuda" or not tc.amp:
+        return None
+    if tc.amp_dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[tc.amp_dtype]
+
+
+def configure_cuda(tc: TrainConfig) -> None:
+    """cuDNN autotuning (and TF32 matmuls in fp32) unless determinism was asked for."""
+    torch.backends.cudnn.benchmark = not tc.deterministic
+    torch.backends.cudnn.deterministic = tc.deterministic
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.set_float32_matmul_precision("high")
 
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int, floor: float, first_step_zero: bool = True) -> float:
@@ -190,8 +214,15 @@ class Trainer:
         self.cfg, self.loss_fn, self.predict = cfg, loss_fn, predict
         self.train_loader, self.val_loader, self.hooks = train_loader, val_loader, hooks
         self.device = resolve_device(cfg.train.device)
-        self.model = model.to(self.device)
         tc = cfg.train
+        cuda = self.device.type == "cuda"
+        if cuda:
+            configure_cuda(tc)
+        self.model = model.to(self.device)
+        if cuda and tc.channels_last:  # NHWC weights: the convolutions then run NHWC on tensor cores
+            self.model.to(memory_format=torch.channels_last)
+        self.world = distributed.world_size()
+        self._step_model, self._step_model_key = None, None  # what the training step calls (DDP, compiled)
         groups = model.param_groups()
         backbone = backbone_groups(model)
         # fused: one kernel for all parameters (4x faster steps on CPU than the per-tensor loop)
@@ -207,8 +238,7 @@ class Trainer:
         self.mixup_rng = np.random.default_rng(tc.seed)  # mixup's coin, Beta draw and pairing
         self.swa_model = AveragedModel(model) if tc.swa_start_epoch is not None else None
         self.swa_scheduler = None
-        cuda = self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and tc.amp else None
+        self.amp_dtype = amp_dtype(self.device, tc)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.next_epoch, self.result, self.should_stop = 0, 0, None, False
         # mid-epoch progress (batches done, loss so far, loader RNG at the epoch's start): what a
@@ -241,9 +271,17 @@ class Trainer:
         self.stop_request = exc
 
     def _stop_if_requested(self):
-        if self.stop_request is not None:
+        stop = self.stop_request is not None
+        if self.world > 1 and distributed.any_rank(stop):  # every rank stops after the same batch
+            stop = True
+            if self.partial is not None:  # the saved progress counts all ranks' samples, 1/N on each
+                seen = torch.tensor(self.partial["seen"], device=self.device)
+                loss, seen = distributed.sum_over_ranks(self.partial["loss_sum"], seen)
+                self.partial.update(loss_sum=(loss / self.world).to(self.partial["loss_sum"].dtype),
+                                    seen=int(seen) // self.world)
+        if stop:
             self._call("on_stop")
-            raise self.stop_request
+            raise self.stop_request or KeyboardInterrupt()
 
     def train_one_epoch(self) -> tuple[float, int]:
         self.model.train()
@@ -273,10 +311,16 @@ class Trainer:
             self._call("after_step")
             self._stop_if_requested()
         seen, self.partial = self.partial["seen"], None
+        if self.world > 1:  # one collective per epoch: the loss over every rank's samples
+            total, seen = distributed.sum_over_ranks(total, torch.tensor(seen, device=self.device))
+            seen = int(seen)
+            distributed.sync_buffers(self.model, average=False)  # one model on every rank for evaluation
         if in_swa:
             self.swa_model.update_parameters(self.model)
             if self.cfg.train.swa_use_for_eval and self.cfg.train.swa_update_bn:
                 refresh_batchnorm(self.swa_model.module, self.train_loader, self.to_device)
+                if self.world > 1:
+                    distributed.sync_buffers(self.swa_model.module, average=True)
         return float(total) / max(seen, 1), seen
 
     def run_step(self, batch) -> torch.Tensor:
@@ -284,7 +328,7 @@ class Trainer:
         if tc.mixup_prob and not self.in_swa() and self.mixup_rng.random() < tc.mixup_prob:
             batch = mix_batch(batch, self.mixup_rng, tc.mixup_alpha, tc.mixup_same_level)
         with self.autocast():
-            out = self.model(batch["image"], batch["level"])
+            out = self.step_model()(batch["image"], batch["level"])
         terms = self.loss_fn(out, batch)
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
@@ -297,9 +341,13 @@ class Trainer:
         return loss
 
     @torch.no_grad()
-    def evaluate(self, model, loader) -> EpochResult:
-        """Probabilities, labels and metrics over a loader, in loader order."""
+    def evaluate(self, model, loader, shard: bool = True) -> EpochResult:
+        """Probabilities, labels and metrics over a loader, in loader order. Under --devices each rank
+        evaluates its shard and all get the whole result (`shard=False`: this rank alone does it all)."""
         model.eval()
+        sharded = shard and self.world > 1
+        if sharded:
+            loader = distributed.shard(loader)
         probs, labels, loss_sum = [], [], torch.zeros((), device=self.device)
         for batch in loader:
             batch = self.to_device(batch)
@@ -309,6 +357,9 @@ class Trainer:
             probs.append(self.predict(out).float())
             labels.append(batch["label"])
         p, y = torch.cat(probs).cpu().numpy(), torch.cat(labels).cpu().numpy()
+        if sharded:
+            p, y, loss = distributed.unshard(p, y, loss_sum.cpu().reshape(1).numpy())
+            loss_sum = loss.sum()
         return EpochResult(self.epoch, math.nan, float(loss_sum) / len(y), classification_metrics(y, p), p, y)
 
     # ------------------------------------------------------------------ resume
@@ -345,6 +396,21 @@ class Trainer:
         self.partial = state.get("partial")
 
     # ------------------------------------------------------------------ helpers
+    def step_model(self) -> torch.nn.Module:
+        """The model as the training step calls it: wrapped in DistributedDataParallel under --devices
+        (rebuilt when a freeze changes which parameters train: DDP syncs only those it was built
+        with) and torch.compile'd on CUDA when asked. Weights are shared with self.model."""
+        key = tuple(p.requires_grad for p in self.model.parameters())
+        if self._step_model is None or (self.world > 1 and key != self._step_model_key):
+            model = self.model
+            if self.world > 1:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            if self.cfg.train.compile and self.device.type == "cuda":
+                model = torch.compile(model)
+            self._step_model, self._step_model_key = model, key
+        return self._step_model
+
     def _new_swa_scheduler(self) -> SWALR:
         tc = self.cfg.train
         return SWALR(self.optimizer, swa_lr=tc.swa_lr, anneal_epochs=tc.swa_anneal_batches, anneal_strategy="cos")

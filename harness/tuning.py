@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness import tracking
-from harness.errors import HarnessError, one_line
+from harness.errors import HarnessError, UsageError, one_line
 from harness.registry import get_variant
 from harness.runner import build_config, execute, experiment, prepare, resolve_data
 from harness.trainer import Hook, Trainer
@@ -189,6 +189,9 @@ def tune(spec: StudySpec, args: TuneArgs, console: Console) -> optuna.Study:
     defaults = check_spec(spec, base)  # the spec against this profile's config; trial 0's parameters
     plan = prepare(spec.variant, spec.fold, args.data_dir, profile, None, trial_sets(spec, args, defaults, base),
                    console)  # every user mistake surfaces here, once, before any trial
+    if plan.cfg.train.devices > 1:
+        raise UsageError("harness tune trains each trial in one process (train.devices=1); run trials side by "
+                         "side with --workers, one per GPU")
     study = open_study(spec, open_storage(spec, args.storage))
     if args.storage is None:
         fail_stale_trials(study, console)

@@ -8,8 +8,8 @@ import torch
 from pydicom.data import get_testdata_file
 
 from harness.data import cache
-from harness.data.dataset import DirectSource, SliceDataset
-from harness.data.preprocess import MISSING, OK, UNREADABLE, preprocess_key
+from harness.data.dataset import DirectSource, SliceDataset, crops
+from harness.data.preprocess import MISSING, OK, UNREADABLE, prepare_sample, preprocess_key
 from harness.data.rsna import data_fingerprint, load_samples
 from harness.registry import get_variant
 from harness.runner import build_config
@@ -21,6 +21,9 @@ SETTINGS = {  # each a pipeline the cache must reproduce exactly, random trainin
     "min-max, v7 stack": {"data.intensity": "minmax", "data.channels": "stack", "data.normalize": "none",
                           "data.crop_jitter": 5},
     "dicom window, frame dropout": {"data.intensity": "dicom_window", "data.frame_dropout": 0.3},
+    "output resolution, jitter": {"data.cache_resolution": "output", "data.crop_jitter": 7},
+    "output resolution at 3/8, padded": {"data.cache_resolution": "output", "data.img_size": 48,
+                                         "data.crop_border": "pad", "data.crop_jitter": 5},
 }
 
 
@@ -104,3 +107,28 @@ def test_unreadable_and_missing_slices_are_blank_and_recorded(demo_root, tmp_pat
     assert str(broken) in built.unreadable[0][1] and "\n" not in built.unreadable[0][1]
     image = SliceDataset(table, [broken_rows[0]], d, False, "none", 0, built)[0]["image"]
     assert torch.isfinite(image).all()
+
+
+def test_output_resolution_regions_hold_every_jittered_window_and_stay_close_to_native(demo_root):
+    table, fp = load_samples(demo_root), data_fingerprint(demo_root)
+    out = {"data.cache_resolution": "output", "data.img_size": 48}  # 48 / (2 x 64): scale 3/8
+    d, roomier = _cfg(**out, **{"data.crop_jitter": 9}), _cfg(**out, **{"data.crop_jitter": 30})
+    # keyed: a cache of scaled pixels is its own, and per output size; at scale 1 it is the native one
+    assert preprocess_key(d, fp) != preprocess_key(_cfg(**{"data.crop_jitter": 9}), fp)
+    assert preprocess_key(d, fp) != preprocess_key(_cfg(**{**out, "data.crop_jitter": 9, "data.img_size": 40}), fp)
+    assert preprocess_key(_cfg(**{"data.cache_resolution": "output", "data.img_size": 128}), fp) == \
+        preprocess_key(_cfg(**{"data.img_size": 128}), fp)
+    half, native = _cfg(**{"data.cache_resolution": "output", "data.crop_jitter": 9}), _cfg(**{"data.crop_jitter": 9})
+    to_native, to_shifted = [], []
+    for i in range(0, len(table.samples), 4):
+        p, big = prepare_sample(table, i, d), prepare_sample(table, i, roomier)
+        cx, cy = (int(v) for v in table.samples.loc[i, ["x", "y"]])
+        for dx, dy in [(-9, -9), (9, 9), (-9, 4)]:  # the extremes of the jitter: nothing cut off
+            assert np.array_equal(crops(p, d, cx + dx, cy + dy), crops(big, d, cx + dx, cy + dy)), (i, dx, dy)
+        # scale 1/2 (smoke's 64 px from a 128 px window): a window differs from the native one by less
+        # than the native one differs from itself moved one source pixel (the rounding is half of one)
+        p, nat = prepare_sample(table, i, half), prepare_sample(table, i, native)
+        mean_diff = lambda a, b: np.abs(a.astype(int) - b).mean()
+        to_native.append(mean_diff(crops(p, half, cx + 1, cy), crops(nat, native, cx + 1, cy)))
+        to_shifted.append(mean_diff(crops(nat, native, cx, cy), crops(nat, native, cx + 1, cy)))
+    assert np.mean(to_native) < np.mean(to_shifted)

@@ -277,6 +277,14 @@ def test_same_seed_is_byte_identical_and_another_seed_differs(tmp_path, root):
     assert set(other.items()).isdisjoint(_hashes(root).items())
 
 
+def test_parallel_generation_is_byte_identical_to_serial(tmp_path, generated):
+    calls = []
+    parallel = generate_demo(tmp_path / "parallel", studies=STUDIES, seed=SEED, workers=2,
+                             progress=lambda done, total: calls.append((done, total)))
+    assert _hashes(parallel) == _hashes(generated[1])  # the fixture is drawn in one process
+    assert calls == generated[2] == [(i + 1, STUDIES) for i in range(STUDIES)]
+
+
 def test_refuses_a_non_empty_out_dir(tmp_path):
     out = tmp_path / "taken"
     out.mkdir()

@@ -95,3 +95,40 @@ def test_mixup_mixes_images_and_pairs_labels():
     lam = float(same["lam"])
     source = ((partner - lam * torch.arange(6.0)) / (1 - lam)).round().long()
     assert torch.equal(batch["level"][source], batch["level"])  # partners share the level
+
+
+def test_gpu_switches_are_inert_on_cpu(demo_root):
+    """AMP (either dtype), channels_last and torch.compile apply on CUDA only: on CPU a step with all of
+    them on gives bit-identical weights to a step with all of them off."""
+    moves = {"train.warmup_epochs": 0, "train.lr_first_step_zero": False}  # the first step changes the weights
+    torch.manual_seed(0)
+    on = _trainer(demo_root, **moves, **{"train.amp": True, "train.amp_dtype": "fp16", "train.channels_last": True,
+                                         "train.compile": True})
+    torch.manual_seed(0)
+    off = _trainer(demo_root, **moves, **{"train.amp": False, "train.channels_last": False, "train.compile": False})
+    before = {k: v.clone() for k, v in on.model.state_dict().items()}
+    assert on.amp_dtype is None and not on.scaler.is_enabled()
+    assert on.step_model() is on.model  # not compiled, not wrapped
+    convs = [m.weight for m in on.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous() for w in convs)  # NCHW, as built
+    batch = next(iter(on.train_loader))
+    for t in (on, off):
+        torch.manual_seed(0)  # the same dropout draws
+        t.model.train()
+        t.run_step(t.to_device(batch))
+    for a, b in zip(on.model.state_dict().values(), off.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(before[k], v) for k, v in on.model.state_dict().items())
+
+
+def test_loader_workers_see_each_new_epoch(demo_root):
+    """Persistent loader workers keep their copy of the dataset across epochs: the epoch that decides
+    the jitter and augmentation draws must still reach them."""
+    cfg = build_config(get_variant("v9"), 0, "smoke", None, {"data.crop_jitter": 6}, None)
+    ds = SliceDataset(load_samples(demo_root), np.arange(4), cfg.data, True, "none", 0)
+    loader = DataLoader(ds, batch_size=4, num_workers=1, persistent_workers=True)
+    images = []
+    for epoch in (0, 1, 0):
+        ds.set_epoch(epoch)
+        images.append(next(iter(loader))["image"])
+    assert torch.equal(images[0], images[2]) and not torch.equal(images[0], images[1])

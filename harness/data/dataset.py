@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from harness.config import DataConfig
 from harness.data import augment
 from harness.data.pixels import crop_window
-from harness.data.preprocess import PreparedSample, prepare_sample
+from harness.data.preprocess import PreparedSample, prepare_sample, window
 from harness.data.rsna import SampleTable
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -47,6 +47,20 @@ def to_float(x: np.ndarray, normalize: str) -> np.ndarray:
 def lookup(x: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """lut[x] for uint8 x of any shape; cv2.LUT is several times faster than NumPy indexing."""
     return cv2.LUT(x.reshape(-1, x.shape[-1]), lut).reshape(x.shape)
+
+
+def crops(p: PreparedSample, cfg: DataConfig, cx: int, cy: int) -> np.ndarray:
+    """(S, H, W, C) uint8: the crop of every slice around (cx, cy) (source pixels, jitter included),
+    blank where the slice is. With cache_resolution='output' the window is placed in the scaled
+    pixels of the regions, where it is already img_size wide."""
+    wx, wy, radius = window(cfg, cx, cy)
+    channels = next((r.shape[2] for r in p.regions if r is not None and r.ndim == 3), 1)
+    out = np.zeros((len(p.regions), cfg.img_size, cfg.img_size, channels), np.uint8)
+    for s, (region, (x0, y0)) in enumerate(zip(p.regions, p.corners)):
+        if region is not None:
+            crop = crop_window(region, x0, y0, wx, wy, radius, cfg.img_size, cfg.crop_border == "pad")
+            out[s] = crop.reshape(cfg.img_size, cfg.img_size, channels)
+    return out
 
 
 class Source(Protocol):
@@ -83,24 +97,19 @@ class SliceDataset(Dataset):
         self.strong = augment.build(cfg.strong_augment, api=cfg.augment_api) if copies is not None else None
         column = lambda name: table.samples[name].to_numpy()[self.rows]  # arrays: no pandas row per item
         self.labels, self.levels, self.points = column("label"), column("level_idx"), column(["x", "y"])
-        self.epoch = 0
+        # in shared memory: persistent loader workers keep their copy of the dataset across epochs,
+        # and must still see the epoch the trainer sets (fork and spawn both share the storage)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int):
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self):
         return len(self.rows)
-
-    def _crops(self, p: PreparedSample, cx: int, cy: int) -> np.ndarray:
-        """(S, H, W, C) uint8: the crop of every slice, blank where the slice is."""
-        c = self.cfg
-        channels = next((r.shape[2] for r in p.regions if r is not None and r.ndim == 3), 1)
-        out = np.zeros((len(p.regions), c.img_size, c.img_size, channels), np.uint8)
-        for s, (region, (x0, y0)) in enumerate(zip(p.regions, p.corners)):
-            if region is not None:
-                crop = crop_window(region, x0, y0, cx, cy, c.crop_radius, c.img_size, c.crop_border == "pad")
-                out[s] = crop.reshape(c.img_size, c.img_size, channels)
-        return out
 
     def _transform_for(self, i: int):
         """The recipe of item i: the strong one for an oversampled copy, else the dataset's."""
@@ -126,7 +135,7 @@ class SliceDataset(Dataset):
         if self.train and c.crop_jitter:
             cx, cy = (v + int(rng.integers(-c.crop_jitter, c.crop_jitter + 1)) for v in (cx, cy))
         prepared = self.source[r]
-        x = self._crops(prepared, cx, cy)
+        x = crops(prepared, c, cx, cy)
         if c.channels == "stack":  # v7: the S grey slices are the channels of one image
             x = self._augment(x[..., 0].transpose(1, 2, 0)[None], i, rng)[0].transpose(2, 0, 1)
             image = lookup(np.ascontiguousarray(x), STACK_LOOKUP[c.normalize])  # (S, H, W)

@@ -11,7 +11,10 @@ and the coordinate file agree with each other by construction.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -32,6 +35,7 @@ from harness.data.schema import (
 
 DEFAULT_STUDIES: int = 120
 DEFAULT_SEED: int = 0
+PARALLEL_MIN_STUDIES = 32  # below this a process pool costs more to start (~1 s) than it saves
 
 GENERATOR = "rsna-harness demo"
 VERSION = 1
@@ -599,15 +603,20 @@ def _coordinates(rng: np.random.Generator, plan: _StudyPlan) -> dict:
 
 
 def generate_demo(out_dir: str | os.PathLike, studies: int = DEFAULT_STUDIES, seed: int = DEFAULT_SEED,
-                  progress: Callable[[int, int], None] | None = None) -> pathlib.Path:
+                  progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> pathlib.Path:
     """Write a synthetic dataset in the Kaggle layout to `out_dir` and return its path.
 
-    Byte-identical for the same (studies, seed). Everything is written to a sibling
-    `<out_dir>.tmp-<pid>` first and renamed at the end, so an interrupted run leaves nothing at
-    out_dir; an existing non-empty out_dir raises FileExistsError. `progress(done, total)` is
-    called after each train study (the one test study is drawn before them)."""
+    Byte-identical for the same (studies, seed), whatever `workers` is: the train studies are drawn
+    by that many processes (None: every core from PARALLEL_MIN_STUDIES studies on, else one), each
+    from its own spawned seed; the processes are spawned, so a calling script needs the usual
+    `if __name__ == "__main__":` guard. Everything is written to a sibling `<out_dir>.tmp-<pid>` first and
+    renamed at the end, so an interrupted run leaves nothing at out_dir; an existing non-empty
+    out_dir raises FileExistsError. `progress(done, total)` is called after each train study, in
+    study order (the one test study is drawn before them)."""
     if studies < 1:
         raise ValueError(f"studies must be at least 1, got {studies}")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if studies >= PARALLEL_MIN_STUDIES else 1
     out = pathlib.Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; refusing to write the demo there")
@@ -616,7 +625,7 @@ def generate_demo(out_dir: str | os.PathLike, studies: int = DEFAULT_STUDIES, se
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        _write_dataset(tmp, studies, seed, progress)
+        _write_dataset(tmp, studies, seed, progress, workers)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
@@ -627,7 +636,7 @@ def generate_demo(out_dir: str | os.PathLike, studies: int = DEFAULT_STUDIES, se
 
 
 def _write_dataset(root: pathlib.Path, studies: int, seed: int,
-                   progress: Callable[[int, int], None] | None) -> None:
+                   progress: Callable[[int, int], None] | None, workers: int = 1) -> None:
     seeds = _seeds(seed, studies)
     id_rng = np.random.default_rng(seeds.ids)
     taken: set[int] = set()
@@ -643,17 +652,40 @@ def _write_dataset(root: pathlib.Path, studies: int, seed: int,
                        np.zeros_like(hidden, bool), seed)
 
     series_rows, coord_rows = [], []
-    for i, study_id in enumerate(study_ids):
-        out = _make_study(np.random.default_rng(seeds.studies[i]), root / TRAIN_IMAGES, study_id,
-                          series_ids[i], labels[i], no_coord[i], seed)
-        series_rows += out.series_rows
-        coord_rows += out.coord_rows
-        if progress is not None:
-            progress(i + 1, studies)
+    tasks = [(seeds.studies[i], root / TRAIN_IMAGES, study_id, series_ids[i], labels[i], no_coord[i], seed)
+             for i, study_id in enumerate(study_ids)]
+    # closing: if progress() raises, the pool is shut down before the caller removes the folder
+    with contextlib.closing(_train_studies(tasks, workers)) as outs:
+        for i, out in enumerate(outs):
+            series_rows += out.series_rows
+            coord_rows += out.coord_rows
+            if progress is not None:
+                progress(i + 1, studies)
 
     _write_csvs(root, study_ids, labels, series_rows, coord_rows, test)
     (root / MARKER).write_text(json.dumps(
         {"generator": GENERATOR, "version": VERSION, "studies": studies, "seed": seed}, indent=2) + "\n")
+
+
+def _train_study(task) -> _StudyOut:
+    seed_seq, *args = task
+    return _make_study(np.random.default_rng(seed_seq), *args)
+
+
+def _train_studies(tasks: list, workers: int):
+    """_StudyOut of each task, in task order. Every study draws from its own seed and writes its own
+    folder, so the files do not depend on which process made them or when."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(_train_study, tasks)
+        return
+    # spawn, not fork: the caller may run threads (a progress bar's refresh), and a fork copies their locks
+    pool = cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from pool.map(_train_study, tasks, chunksize=4)
+    finally:
+        # on an error or interrupt, drop what has not started and wait for what has: the caller
+        # deletes the folder next, and no worker may still be writing into it
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_csvs(root, study_ids, labels, series_rows, coord_rows, test: _StudyOut) -> None:

@@ -75,10 +75,23 @@ def prepare_full_slice(sl: Slice, intensity: str, center: float, width: float, c
 def crop_region(img: np.ndarray, cx: int, cy: int, reach: int) -> tuple[np.ndarray, int, int]:
     """The part of the image within `reach` px of (cx, cy) (reach = crop radius + jitter) and its
     top-left corner. Every jittered crop window lies inside it, so a cache can keep just this."""
+    return crop_box(img, cx - reach, cy - reach, cx + reach, cy + reach)
+
+
+def crop_box(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, int, int]:
+    """The part of [x0, x1) x [y0, y1) inside the image, and its top-left corner."""
     h, w = img.shape[:2]
-    x0, y0 = min(max(0, cx - reach), w), min(max(0, cy - reach), h)
-    x1, y1 = max(min(w, cx + reach), x0), max(min(h, cy + reach), y0)
+    x0, y0 = min(max(0, x0), w), min(max(0, y0), h)
+    x1, y1 = max(min(w, x1), x0), max(min(h, y1), y0)
     return img[y0:y1, x0:x1], x0, y0
+
+
+def scale_slice(img: np.ndarray, scale: float) -> np.ndarray:
+    """The image scaled by `scale` (bilinear, as the crop's resize): output pixel u covers source
+    [u / scale, (u + 1) / scale), so source coordinate x lands at x * scale."""
+    if scale == 1:
+        return img
+    return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
 
 
 def crop_window(region: np.ndarray, x0: int, y0: int, cx: int, cy: int, radius: int, size: int,

@@ -1,0 +1,76 @@
+"""`harness run --devices 2`: two real gloo processes train one run; rank 0 records it, and its
+validation metrics are those of one process evaluating the same weights."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from rich.console import Console
+from torch.utils.data import RandomSampler, WeightedRandomSampler
+
+from conftest import harness_cli
+from harness import runner
+from harness.data.schema import CLASS_KEYS
+from harness.distributed import ShardSampler
+from harness.losses import build_loss
+from harness.trainer import Trainer
+
+EPOCHS = 2
+# SWA for evaluation with its BatchNorm refresh: each rank recomputes the statistics from its share
+# of the data, so this also checks that the ranks end with one model (distributed.sync_buffers)
+SETS = {"train.epochs": EPOCHS, "train.swa_start_epoch": 1, "train.swa_use_for_eval": True,
+        "train.swa_update_bn": True, "data.num_workers": 1}
+
+
+@pytest.mark.parametrize("base", [lambda g: RandomSampler(range(50), generator=g),
+                                  lambda g: WeightedRandomSampler(np.linspace(1, 2, 50), 50, generator=g)],
+                         ids=["shuffle", "weighted"])
+def test_the_ranks_batches_together_are_the_single_process_batches(base):
+    batch, world = 6, 3
+    single = list(base(torch.Generator().manual_seed(7)))
+    shards = [list(ShardSampler(base(torch.Generator().manual_seed(7)), r, world)) for r in range(world)]
+    assert all(len(s) == len(ShardSampler(base(torch.Generator()), 0, world)) == 50 // world for s in shards)
+    per_rank = batch // world
+    for k in range(len(single) // batch):
+        together = sorted(sum((s[k * per_rank:(k + 1) * per_rank] for s in shards), []))
+        assert together == sorted(single[k * batch:(k + 1) * batch])
+
+
+def test_two_gloo_processes_give_the_single_process_validation_metrics(demo_root, workdir, monkeypatch):
+    sets = [a for k, v in SETS.items() for a in ("--set", f"{k}={v}")]
+    res = harness_cli("run", "v9", "--fold", "0", "--data-dir", str(demo_root), "--profile", "smoke",
+                      "--devices", "2", *sets, cwd=workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "DistributedDataParallel over 2 CPU processes (gloo): 6 of every 12" in res.stdout
+
+    # rank 0 alone recorded: one run, one value per epoch
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("rsna-spinal_canal_stenosis").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.data.params["train.devices"] == "2"
+    for name in ("val/balanced_accuracy", "train/loss", "val/loss"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(EPOCHS))
+
+    # one process evaluates the selected checkpoint's weights on the whole validation set, 12 a batch
+    ckpt_path = next(a.path for a in client.list_artifacts(run.info.run_id, "checkpoint"))
+    ckpt = torch.load(client.download_artifacts(run.info.run_id, ckpt_path, str(workdir)), weights_only=True)
+    monkeypatch.setenv("HARNESS_HOME", str(workdir / ".harness"))
+    plan = runner.prepare("v9", 0, str(demo_root), "smoke", None, SETS, Console(quiet=True))
+    model = plan.variant.build_model(plan.cfg)
+    model.load_state_dict(ckpt["model"])
+    source = runner.data_source(plan, Console(quiet=True), workdir / "unreadable.tsv")
+    train_loader, val_loader, _ = runner.loaders(plan, torch.device("cpu"), source)
+    assert val_loader.batch_size == 12
+    trainer = Trainer(plan.cfg, model, build_loss(plan.cfg.loss, runner.training_class_weights(plan)),
+                      plan.variant.predict, train_loader, val_loader, [])
+    single = trainer.evaluate(model, val_loader)
+
+    assert single.metrics == pytest.approx(ckpt["metrics"], abs=1e-12)
+    best = {k.removeprefix("best/"): v for k, v in run.data.metrics.items()
+            if k.startswith("best/") and k != "best/epoch"}
+    assert best == pytest.approx({k: single.metrics[k] for k in best}, abs=1e-6)
+    preds = pd.read_csv(client.download_artifacts(run.info.run_id, "val_predictions.csv", str(workdir)))
+    assert len(preds) == len(plan.val_rows)
+    np.testing.assert_array_equal(preds["label"], single.labels)  # gathered back in loader order
+    np.testing.assert_allclose(preds[list(CLASS_KEYS)].to_numpy(), single.probs, atol=1e-5)
