@@ -14,10 +14,8 @@ What keeps N processes equal to one:
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -153,11 +151,10 @@ def _worker(rank_: int, world: int, port: int, use_cuda: bool, plan, resume_at):
         dist.destroy_process_group()
 
 
-@contextmanager
-def _signals_forwarded(pids: list[int]):
-    """The parent waits and passes SIGINT and SIGTERM on to the ranks, which stop together after the
-    same batch. A rank that also got the signal itself (Ctrl-C reaches the terminal's whole process
-    group) counts the two as one (run_states.stops_between_batches)."""
+def _forward_to(pids: list[int]):
+    """A signal handler for the waiting parent: SIGINT and SIGTERM passed on to the ranks, which stop
+    together after the same batch. A rank that also got the signal itself (Ctrl-C reaches the
+    terminal's whole process group) counts the two as one (run_states.stops_between_batches)."""
     def forward(signum, frame):
         for pid in pids:
             try:
@@ -165,12 +162,7 @@ def _signals_forwarded(pids: list[int]):
             except ProcessLookupError:
                 pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return forward
 
 
 def launch(plan, devices: int, use_cuda: bool, resume=None, grace_s: float = 60.0) -> int:
@@ -181,11 +173,13 @@ def launch(plan, devices: int, use_cuda: bool, resume=None, grace_s: float = 60.
 
     import torch.multiprocessing as mp
 
+    from harness.run_states import stop_signals_to  # run_states imports this module
+
     resume_at = (resume.run_id, resume.path) if resume else None
     ctx = mp.start_processes(_worker, args=(devices, _free_port(), use_cuda, plan, resume_at), nprocs=devices,
                              join=False, start_method="spawn")
     procs, deadline = ctx.processes, None
-    with _signals_forwarded(ctx.pids()):
+    with stop_signals_to(_forward_to(ctx.pids())):
         # not ctx.join(): it kills the other ranks as soon as one exits, and rank 0 may still be
         # writing its checkpoint or the run's end. They get `grace_s` to finish on their own.
         while any(p.is_alive() for p in procs):

@@ -39,7 +39,7 @@ def _raise_for(signum, frame):
 
 
 @contextmanager
-def _stop_signals(handler):
+def stop_signals_to(handler):
     """SIGINT and SIGTERM go to `handler` while inside (main thread only: Python delivers signals
     there, and signal.signal refuses elsewhere)."""
     if threading.current_thread() is not threading.main_thread():
@@ -70,18 +70,18 @@ def stops_between_batches(trainer):
         if distributed.is_main():  # under --devices every rank gets the signal; one says so
             sys.stderr.write("stopping after the current batch to save a checkpoint (signal again to stop at once)\n")
 
-    return _stop_signals(handler)
+    return stop_signals_to(handler)
 
 
 def stop_signals_raise():
     """While inside, SIGTERM raises Stopped and SIGINT KeyboardInterrupt, also when the process was
     started with SIGINT ignored (a background job of a script)."""
-    return _stop_signals(_raise_for)
+    return stop_signals_to(_raise_for)
 
 
 def stop_signals_ignored():
     """SIGINT and SIGTERM held off while a run's end is being written."""
-    return _stop_signals(signal.SIG_IGN)
+    return stop_signals_to(signal.SIG_IGN)
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from harness import distributed
 from harness.config import Config, TrainConfig
+from harness.data.dataset import normalize_on_device
 from harness.losses import LossFn
 from harness.metrics import classification_metrics
 
@@ -429,7 +430,10 @@ class Trainer:
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
     def to_device(self, batch):
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if "zero" in batch:  # a uint8 hand-off (on CUDA): normalised here, on the device
+            batch["image"] = normalize_on_device(batch["image"], batch.pop("zero"), self.cfg.data)
+        return batch
 
     def _call(self, point: str):
         for hook in self.hooks:

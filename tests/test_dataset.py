@@ -1,8 +1,10 @@
 """The v9 sample: 7 slices around the labelled instance, blank where a file is missing, normalised."""
 import numpy as np
+import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from harness.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SliceDataset
+from harness.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SliceDataset, normalize_on_device
 from harness.data.rsna import load_samples
 from harness.registry import get_variant
 from harness.runner import build_config
@@ -102,3 +104,27 @@ def test_position_order_follows_anatomy_where_instance_numbers_run_backwards(dem
         normal = np.cross(np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float))
         z.append(float(np.array(ds.ImagePositionPatient, float) @ normal))
     assert np.all(np.diff(z) > 0)  # position order = increasing projection on the normal
+
+
+@pytest.mark.parametrize("variant, sets", [
+    ("v9", {"data.augment": "v8", "data.crop_jitter": 3, "data.blank_slice": "normalized", "data.frame_dropout": 0.3}),
+    ("v9", {}),  # no augmentation: one grey plane travels per slice
+    ("v7", {"data.augment": "v7"}),  # slices as channels
+    ("v8", {"data.multiwindow_collapse": False, "data.normalize": "none"}),
+], ids=["v9-augmented", "v9-grey", "v7-stack", "v8-windows-unnormalised"])
+def test_uint8_handoff_normalised_on_the_device_equals_the_float_samples(demo_root, variant, sets):
+    """On CUDA the loader hands over uint8 and the trainer normalises on the device: the batches must
+    be the very tensors the CPU path makes (run here on the CPU, the same float32 operations)."""
+    cfg = build_config(get_variant(variant), 0, "smoke", None, sets, None)
+    assert (cfg.data.channels == "stack") == (variant == "v7")
+    table = load_samples(demo_root)
+    rows = np.arange(12)
+    floats, uint8s = (SliceDataset(table, rows, cfg.data, True, cfg.data.augment, 0, uint8=u) for u in (False, True))
+    for ds in (floats, uint8s):
+        ds.set_epoch(2)
+    expected = next(iter(DataLoader(floats, batch_size=6)))
+    handoff = next(iter(DataLoader(uint8s, batch_size=6)))
+    assert handoff["image"].dtype == torch.uint8
+    assert handoff["image"].nbytes * 4 <= expected["image"].nbytes
+    got = normalize_on_device(handoff["image"], handoff["zero"], cfg.data)
+    assert got.dtype == torch.float32 and torch.equal(got, expected["image"])

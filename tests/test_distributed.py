@@ -1,5 +1,11 @@
-"""`harness run --devices 2`: two real gloo processes train one run; rank 0 records it, and its
-validation metrics are those of one process evaluating the same weights."""
+"""`harness run --devices 2`: two real gloo processes train one run; rank 0 records it, a SIGTERM
+stops both after the same batch and `--resume` finishes it, and its validation metrics are those of
+one process evaluating the same weights."""
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +21,7 @@ from harness.distributed import ShardSampler
 from harness.losses import build_loss
 from harness.trainer import Trainer
 
-EPOCHS = 2
+EPOCHS = 3
 # SWA for evaluation with its BatchNorm refresh: each rank recomputes the statistics from its share
 # of the data, so this also checks that the ranks end with one model (distributed.sync_buffers)
 SETS = {"train.epochs": EPOCHS, "train.swa_start_epoch": 1, "train.swa_use_for_eval": True,
@@ -36,18 +42,32 @@ def test_the_ranks_batches_together_are_the_single_process_batches(base):
         assert together == sorted(single[k * batch:(k + 1) * batch])
 
 
-def test_two_gloo_processes_give_the_single_process_validation_metrics(demo_root, workdir, monkeypatch):
+def test_two_gloo_processes_stop_together_resume_and_give_the_single_process_metrics(demo_root, workdir,
+                                                                                      monkeypatch):
     sets = [a for k, v in SETS.items() for a in ("--set", f"{k}={v}")]
-    res = harness_cli("run", "v9", "--fold", "0", "--data-dir", str(demo_root), "--profile", "smoke",
-                      "--devices", "2", *sets, cwd=workdir)
+    args = ("run", "v9", "--fold", "0", "--data-dir", str(demo_root), "--profile", "smoke", "--devices", "2", *sets)
+    # SIGTERM to the launcher alone, during epoch 2: it reaches both ranks, which stop after the same batch
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RSNA_DATA_DIR")}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            env=env | {"HARNESS_HOME": str(workdir / ".harness"), "COLUMNS": "200"})
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch  1/"):
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143, "".join(seen)
+    assert "DistributedDataParallel over 2 CPU processes (gloo): 6 of every 12" in "".join(seen)
+    res = harness_cli(*args, "--resume", cwd=workdir)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "DistributedDataParallel over 2 CPU processes (gloo): 6 of every 12" in res.stdout
+    assert "resuming run" in res.stdout
 
     # rank 0 alone recorded: one run, one value per epoch
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("rsna-spinal_canal_stenosis").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
+    assert run.data.tags["harness.resumed_after_epoch"] == "1"
     assert run.data.params["train.devices"] == "2"
     for name in ("val/balanced_accuracy", "train/loss", "val/loss"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(EPOCHS))

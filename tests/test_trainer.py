@@ -132,3 +132,13 @@ def test_loader_workers_see_each_new_epoch(demo_root):
         ds.set_epoch(epoch)
         images.append(next(iter(loader))["image"])
     assert torch.equal(images[0], images[2]) and not torch.equal(images[0], images[1])
+
+
+def test_trainer_normalises_a_uint8_handoff_on_its_device(demo_root):
+    t = _trainer(demo_root)
+    table, rows = t.train_loader.dataset.table, np.arange(8)
+    floats, uint8s = (SliceDataset(table, rows, t.cfg.data, True, "v8", 0, uint8=u) for u in (False, True))
+    handoff = t.to_device(next(iter(DataLoader(uint8s, batch_size=4))))
+    expected = t.to_device(next(iter(DataLoader(floats, batch_size=4))))
+    assert set(handoff) == set(expected)  # the mask is used up
+    assert torch.equal(handoff["image"], expected["image"])
