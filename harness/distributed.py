@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import traceback
 
 import numpy as np
 import torch
@@ -147,6 +148,9 @@ def _worker(rank_: int, world: int, port: int, use_cuda: bool, plan, resume_at):
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         sys.exit(getattr(exc, "exit_code", 130))
+    except Exception:  # a bug, not a user mistake: its traceback, as one process would show it
+        print(f"rank {rank_}:\n{traceback.format_exc()}", file=sys.stderr)
+        sys.exit(1)
     finally:
         dist.destroy_process_group()
 
@@ -178,18 +182,20 @@ def launch(plan, devices: int, use_cuda: bool, resume=None, grace_s: float = 60.
     resume_at = (resume.run_id, resume.path) if resume else None
     ctx = mp.start_processes(_worker, args=(devices, _free_port(), use_cuda, plan, resume_at), nprocs=devices,
                              join=False, start_method="spawn")
-    procs, deadline = ctx.processes, None
+    procs, deadline, escalation = ctx.processes, None, [lambda p: p.terminate(), lambda p: p.kill()]
     with stop_signals_to(_forward_to(ctx.pids())):
         # not ctx.join(): it kills the other ranks as soon as one exits, and rank 0 may still be
-        # writing its checkpoint or the run's end. They get `grace_s` to finish on their own.
+        # writing its checkpoint or the run's end. They get `grace_s` to finish on their own, then
+        # SIGTERM, then (a rank stuck in a collective with a dead peer ignores that) SIGKILL.
         while any(p.is_alive() for p in procs):
             wait([p.sentinel for p in procs if p.is_alive()], timeout=1.0)
             if deadline is None and any(p.exitcode not in (None, 0) for p in procs):
                 deadline = time.monotonic() + grace_s
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline and escalation:
+                stop = escalation.pop(0)
                 for p in procs:
                     if p.is_alive():
-                        p.terminate()
-                deadline = float("inf")
+                        stop(p)
+                deadline = time.monotonic() + 10.0
     codes = [128 - p.exitcode if p.exitcode < 0 else p.exitcode for p in procs]  # -N: killed by signal N
     return codes[0] or next((c for c in codes if c), 0)

@@ -188,7 +188,7 @@ def loaders(plan: RunPlan, device: torch.device, source: Source):
     rows, copies = plan.train_rows, None
     if d.sampler == "progressive":  # the notebooks seeded it with 42 + fold
         rows, copies = progressive_oversample(plan.table.samples, rows, cfg.train.seed + cfg.fold)
-    uint8 = device.type == "cuda"  # normalised on the GPU: a quarter of the bytes to move
+    uint8 = device.type == "cuda"  # normalised on the GPU: 4-12x fewer bytes through the loader and PCIe
     train_ds = SliceDataset(plan.table, rows, d, True, d.augment, cfg.train.seed, source, copies, uint8)
     if d.sampler == "weighted":
         order = dict(sampler=weighted_sampler(train_ds.labels, gen))
@@ -197,8 +197,8 @@ def loaders(plan: RunPlan, device: torch.device, source: Source):
     if world > 1:
         order["sampler"] = distributed.ShardSampler(order["sampler"], distributed.rank(), world)
     train = DataLoader(train_ds, drop_last=cfg.train.drop_last, **order, **common)
-    val = DataLoader(SliceDataset(plan.table, plan.val_rows, d, False, "none", cfg.train.seed, source, uint8=uint8),
-                     shuffle=False, **common)
+    val_ds = SliceDataset(plan.table, plan.val_rows, d, False, "none", cfg.train.seed, source, uint8=uint8)
+    val = DataLoader(val_ds, shuffle=False, **common)
     return train, val, common
 
 
@@ -406,7 +406,8 @@ def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monit
             ds = SliceDataset(plan.table, plan.val_rows, cfg.data, False, recipe, cfg.train.seed,
                               trainer.val_loader.dataset.source, uint8=trainer.val_loader.dataset.uint8)
             # rank 0 alone: under --devices the other ranks have finished
-            probs.append(trainer.evaluate(trainer.model, DataLoader(ds, shuffle=False, **common), shard=False).probs)
+            loader = DataLoader(ds, shuffle=False, **common)
+            probs.append(trainer.evaluate(trainer.model, loader, shard=False).probs)
         mlflow.log_metrics({f"tta/{k}": v for k, v in classification_metrics(best.labels, np.mean(probs, 0)).items()})
     preds = pd.DataFrame({"study_id": val["study_id"].to_numpy(), "level": val["level"].to_numpy(),
                           "label": best.labels, **{k: best.probs[:, i] for i, k in enumerate(CLASS_KEYS)},
