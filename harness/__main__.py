@@ -1,3 +1,4 @@
 from harness.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawned processes (demo generator, --devices ranks) import this module too
+    raise SystemExit(main())
