@@ -6,6 +6,7 @@ Outputs: "logits" (B, 3) is the main 3-class head; v4/v10 add "binary" and "seve
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -44,9 +45,15 @@ def class_weights_from_counts(counts: Sequence[int], rule: str,
 
 # ----------------------------------------------------------------------------- terms
 
+@functools.lru_cache(maxsize=None)
+def _on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # once per device: a blocking host-to-device copy in every step would make each step wait for the GPU
+    return t.to(device)
+
+
 def _cross_entropy(logits, y, weight, smoothing, reduction="mean"):
     """PyTorch CE; a weighted mean divides by the sum of the targets' weights."""
-    weight = None if weight is None else weight.to(logits.device)
+    weight = None if weight is None else _on_device(weight, logits.device)
     return F.cross_entropy(logits, y, weight=weight, label_smoothing=smoothing, reduction=reduction)
 
 
@@ -61,7 +68,7 @@ def _focal(logits, y, weight, cfg: LossConfig):
         return ((1 - pt) ** cfg.gamma * ce).mean()
     ce = _cross_entropy(logits, y, None, cfg.label_smoothing, "none")
     pt = logits.softmax(1).gather(1, y[:, None]).squeeze(1)
-    alpha = 1.0 if weight is None else weight.to(logits.device)[y]
+    alpha = 1.0 if weight is None else _on_device(weight, logits.device)[y]
     return (alpha * (1 - pt) ** cfg.gamma * ce).mean()
 
 

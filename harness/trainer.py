@@ -182,10 +182,11 @@ def mix_batch(batch: dict, rng: np.random.Generator, alpha: float, same_level: b
         for lv in np.unique(levels):
             idx = np.flatnonzero(levels == lv)
             perm[idx] = idx[rng.permutation(len(idx))]
-    perm = torch.as_tensor(perm, device=batch["label"].device)
+    # non_blocking: no wait for the GPU; lam stays a CPU scalar tensor, which multiplies a GPU tensor as is
+    perm = torch.from_numpy(perm).to(batch["label"].device, non_blocking=True)
     image = batch["image"].float()
     return batch | {"image": lam * image + (1 - lam) * image[perm], "label_b": batch["label"][perm],
-                    "lam": torch.tensor(lam, device=image.device)}
+                    "lam": torch.tensor(lam)}
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from harness.data.dicom import Slice, read_slice
-from harness.data.pixels import (BONE_WINDOW, SOFT_WINDOW, clahe, crop_region, crop_resize, crop_window, minmax,
+from harness.data.pixels import (BONE_WINDOW, SOFT_WINDOW, clahe, crop_box, crop_resize, crop_window, minmax,
                                  prepare_full_slice, three_windows, to_uint8, window)
 
 
@@ -104,7 +104,8 @@ def test_a_region_with_room_for_jitter_gives_the_same_crop_as_the_whole_slice():
     rng = np.random.default_rng(1)
     img = rng.integers(0, 255, (90, 120), dtype=np.uint8)
     for cx, cy in [(5, 7), (60, 45), (118, 88), (200, 10)]:
-        region, x0, y0 = crop_region(img, cx, cy, 30 + 8)
+        reach = 30 + 8  # crop radius + jitter
+        region, x0, y0 = crop_box(img, cx - reach, cy - reach, cx + reach, cy + reach)
         for dx, dy in [(-8, 8), (0, 0), (8, -3)]:
             for pad in (False, True):
                 assert np.array_equal(crop_window(region, x0, y0, cx + dx, cy + dy, 30, 32, pad),

@@ -9,6 +9,7 @@ whichever worker loads it.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,12 @@ def to_float(x: np.ndarray, normalize: str) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # copied once per device: a blocking host-to-device copy per batch would make each step wait for the GPU
+    return tuple(torch.from_numpy(a).to(device).view(1, 1, 3, 1, 1) for a in (IMAGENET_MEAN, IMAGENET_STD))
+
+
 def normalize_on_device(image: torch.Tensor, zero: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """The float batch the dataset makes, from its uint8 hand-off (SliceDataset uint8=True): the same
     float32 operations as the lookup tables, so the values are identical, done on the GPU. `zero`
@@ -55,8 +62,7 @@ def normalize_on_device(image: torch.Tensor, zero: torch.Tensor, cfg: DataConfig
     else:
         x = x.expand(-1, -1, 3, -1, -1).clone() if x.shape[2] == 1 else x  # grey: one plane travelled
         if cfg.normalize == "imagenet":
-            shape = (1, 1, 3, 1, 1)
-            mean, std = (torch.from_numpy(a).to(x.device).view(shape) for a in (IMAGENET_MEAN, IMAGENET_STD))
+            mean, std = _imagenet_stats(x.device)
             x = (x - mean) / std
     x[zero] = 0
     return x

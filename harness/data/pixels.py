@@ -72,14 +72,9 @@ def prepare_full_slice(sl: Slice, intensity: str, center: float, width: float, c
     return clahe(rgb, clip, grid)
 
 
-def crop_region(img: np.ndarray, cx: int, cy: int, reach: int) -> tuple[np.ndarray, int, int]:
-    """The part of the image within `reach` px of (cx, cy) (reach = crop radius + jitter) and its
-    top-left corner. Every jittered crop window lies inside it, so a cache can keep just this."""
-    return crop_box(img, cx - reach, cy - reach, cx + reach, cy + reach)
-
-
 def crop_box(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, int, int]:
-    """The part of [x0, x1) x [y0, y1) inside the image, and its top-left corner."""
+    """The part of [x0, x1) x [y0, y1) inside the image, and its top-left corner. A box with room for
+    every jittered crop window is all a cache needs to keep (preprocess.prepare_sample)."""
     h, w = img.shape[:2]
     x0, y0 = min(max(0, x0), w), min(max(0, y0), h)
     x1, y1 = max(min(w, x1), x0), max(min(h, y1), y0)
