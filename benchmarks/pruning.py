@@ -35,7 +35,7 @@ space:
   loss.class_weights[2]: {{type: float, low: 1.0, high: 12.0}}
   train.lr_head: {{type: float, low: 1.0e-4, high: 3.0e-3, log: true}}
 """
-PRUNERS = {"median": "{name: median, n_startup_trials: 2, n_warmup_steps: 1}", "none": "{name: none}"}
+PRUNERS = {"median": "{name: median, n_startup_trials: 2, n_warmup_steps: 2}", "none": "{name: none}"}
 
 
 def run_study(workdir: Path, name: str, pruner: str, trials: int, epochs: int, home: str | None) -> dict:

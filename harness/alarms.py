@@ -49,9 +49,10 @@ def majority_ceiling(history: History, normal_recall: float, minority_recall: fl
     return None
 
 
-def peak_then_decline(history: History, drop: float, fraction: float) -> str | None:
-    """Best BA more than `drop` above the final BA, reached at an epoch index below `fraction` of the epochs run."""
-    if not history:
+def peak_then_decline(history: History, drop: float, fraction: float, min_epochs: int = 1) -> str | None:
+    """Best BA more than `drop` above the final BA, reached at an epoch index below `fraction` of the
+    epochs run; silent on runs shorter than `min_epochs` (a 2-epoch run has no 'first third')."""
+    if len(history) < max(min_epochs, 1):
         return None
     n, i = len(history), best_epoch(history)
     best, final = history[i][BA], history[-1][BA]
@@ -62,10 +63,11 @@ def peak_then_decline(history: History, drop: float, fraction: float) -> str | N
     return None
 
 
-def instability(history: History, window: int, spread: float) -> str | None:
-    """BA spread (max - min) over the last `window` epochs above `spread`; silent with fewer epochs."""
+def instability(history: History, window: int, spread: float, min_epochs: int = 1) -> str | None:
+    """BA spread (max - min) over the last `window` epochs above `spread`; silent with fewer epochs
+    than the window or `min_epochs`."""
     # max - min does not tell noise from trend: a run still climbing steadily at the end fires too
-    if len(history) < window:
+    if len(history) < max(window, min_epochs):
         return None
     bas = [h[BA] for h in history[-window:]]
     if max(bas) - min(bas) > spread + EPS:
@@ -74,11 +76,11 @@ def instability(history: History, window: int, spread: float) -> str | None:
     return None
 
 
-def overfitting(history: History, gap_growth: float) -> str | None:
+def overfitting(history: History, gap_growth: float, min_epochs: int = 3) -> str | None:
     """The val - train loss gap rising: positive least-squares slope and last gap > first gap + `gap_growth`."""
     # both conditions: the slope alone fires on noise-level drifts, the end-to-end growth alone on one bad
     # final epoch after a flat run; 3 epochs is the least that gives the slope any meaning
-    if len(history) < 3:
+    if len(history) < max(min_epochs, 3):
         return None
     gaps = [h["val/loss"] - h["train/loss"] for h in history]
     slope = linregress(range(len(gaps)), gaps).slope  # NaN losses give a NaN slope: no alarm
@@ -93,9 +95,9 @@ def health_alarms(history: History, cfg: AlarmConfig) -> dict[str, str]:
     found = {
         "dead_class": dead_class(history, cfg.dead_class_min),
         "majority_ceiling": majority_ceiling(history, cfg.ceiling_normal_recall, cfg.ceiling_minority_recall),
-        "peak_then_decline": peak_then_decline(history, cfg.peak_drop, cfg.peak_fraction),
-        "instability": instability(history, cfg.instability_window, cfg.instability_spread),
-        "overfitting": overfitting(history, cfg.overfit_gap_growth),
+        "peak_then_decline": peak_then_decline(history, cfg.peak_drop, cfg.peak_fraction, cfg.min_epochs),
+        "instability": instability(history, cfg.instability_window, cfg.instability_spread, cfg.min_epochs),
+        "overfitting": overfitting(history, cfg.overfit_gap_growth, cfg.min_epochs),
     }
     return {name: text for name, text in found.items() if text is not None}
 

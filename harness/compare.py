@@ -31,13 +31,14 @@ class RunRecord:
     seed: str
     fold_fp: str
     data_fp: str
-    predictions: pd.DataFrame  # val_predictions.csv, sorted by (study_id, level)
+    predictions: pd.DataFrame  # val_predictions.csv's model rows, sorted by (study_id, level)
     history: pd.DataFrame  # epoch -> per-epoch validation metrics
     metrics: dict[str, float]
     tags: dict[str, str]
     params: dict[str, str]
     seconds: float
     alarms: dict[str, str] = field(default_factory=dict)
+    fallback: pd.DataFrame = field(default_factory=pd.DataFrame)  # the rows the fallback prediction scored
 
     @property
     def labels(self) -> np.ndarray:
@@ -49,8 +50,13 @@ class RunRecord:
 
     @property
     def probs(self) -> np.ndarray:
-        p = self.predictions[list(CLASS_KEYS)].to_numpy()
-        return p / p.sum(1, keepdims=True)  # the CSV's rounding leaves rows a hair off 1
+        return self.predictions[list(CLASS_KEYS)].to_numpy(np.float64)  # the metrics normalise rows, as Kaggle
+
+    def competition_score_spinal(self) -> float:
+        """Kaggle's spinal score over every labelled level the run wrote: model rows and fallback rows."""
+        rows = pd.concat([self.predictions, self.fallback])
+        return competition_score_spinal(rows["study_id"].to_numpy(), rows["label"].to_numpy(),
+                                        rows[list(CLASS_KEYS)].to_numpy(np.float64))
 
 
 def _search(client: MlflowClient, variant: str, fold: int) -> list:
@@ -64,7 +70,7 @@ def load_run(client: MlflowClient, run) -> RunRecord:
     """Predictions, metric history, tags and timing of one finished run."""
     rid, tags = run.info.run_id, run.data.tags
     try:
-        preds = pd.read_csv(client.download_artifacts(rid, "val_predictions.csv"))
+        preds = pd.read_csv(client.download_artifacts(rid, "val_predictions.csv"), keep_default_na=False)
     except Exception:  # noqa: BLE001 - any failure means the run has no usable predictions
         raise HarnessError(f"run {rid} ({tags.get('harness.variant')}) has no val_predictions.csv artifact") from None
     history = pd.DataFrame({
@@ -74,10 +80,12 @@ def load_run(client: MlflowClient, run) -> RunRecord:
         history[loss] = pd.Series({m.step: m.value for m in client.get_metric_history(rid, loss)})
     seconds = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
     alarms = {k.removeprefix("harness.alarm."): v for k, v in tags.items() if k.startswith("harness.alarm.")}
+    # runs before the fallback rows existed have no `source` column: every row is the model's
+    model = preds["source"].eq("model") if "source" in preds else pd.Series(True, index=preds.index)
     return RunRecord(rid, tags.get("harness.variant", "?"), tags.get("harness.seed", "?"),
                      tags.get("harness.fold_fingerprint", ""), tags.get("harness.data_fingerprint", ""),
-                     preds.sort_values(SAMPLE_KEY).reset_index(drop=True), history, dict(run.data.metrics),
-                     tags, dict(run.data.params), seconds, alarms)
+                     preds[model].sort_values(SAMPLE_KEY).reset_index(drop=True), history, dict(run.data.metrics),
+                     tags, dict(run.data.params), seconds, alarms, preds[~model].reset_index(drop=True))
 
 
 def find_runs(client: MlflowClient, variants: list[str], fold: int, run_ids: list[str]) -> dict[str, list[RunRecord]]:
@@ -136,11 +144,10 @@ def variant_summary(records: list[RunRecord], pooled: dict) -> dict:
         "ba_per_run": pooled["run_ba"], "ba_mean": pooled["mean_ba"],
         "ba_std": None if np.isnan(pooled["std_ba"]) else pooled["std_ba"],
         "final_ba": float(np.mean([r.history["balanced_accuracy"].iloc[-1] for r in records])),
-        "best_epoch": [int(r.metrics.get("best/epoch", -1)) + 1 for r in records],
+        "best_epoch": [int(r.metrics.get("best/epoch", 0)) for r in records],
         "weighted_log_loss": per_run(lambda r: weighted_log_loss(r.labels, r.probs)),
-        "competition_score_spinal": (per_run(lambda r: competition_score_spinal(
-            r.predictions["study_id"].to_numpy(), r.labels, r.probs))
-            if first.tags.get("harness.condition") == "spinal_canal_stenosis" else None),
+        "competition_score_spinal": (per_run(RunRecord.competition_score_spinal)
+                                     if first.tags.get("harness.condition") == "spinal_canal_stenosis" else None),
         "parameters": int(first.params.get("model.parameters", 0)) or None,
         "train_seconds": float(np.mean([r.seconds for r in records])),
         "alarms": sorted({name for r in records for name in r.alarms}),

@@ -27,7 +27,10 @@ class DataConfig:
     """Which samples, and how a sample's pixels are made."""
 
     condition: str = "spinal_canal_stenosis"
-    """Condition to train on; its series description follows from it (RSNA_DATA.md)."""
+    """Condition to train on; its series description follows from it (docs/data.md)."""
+    other_series_points: str = "drop"
+    """A level whose only points lie on a series of another type (spinal points on Sagittal T1):
+    'drop' it, as the notebooks did, or 'use' that series. Either way it is counted and named."""
     num_slices: int = 7
     """Slices per sample, centred on the labelled instance."""
     slice_mode: str = "instance"
@@ -106,6 +109,7 @@ class DataConfig:
 
     def __post_init__(self):
         _choice("data.condition", self.condition, tuple(CONDITIONS))
+        _choice("data.other_series_points", self.other_series_points, ("drop", "use"))
         _choice("data.slice_mode", self.slice_mode, ("instance", "position"))
         _choice("data.intensity", self.intensity, ("minmax", "dicom_window", "fixed_window", "multiwindow"))
         _choice("data.crop_border", self.crop_border, ("clip", "pad"))
@@ -282,6 +286,9 @@ class TrainConfig:
     """Checkpoint gate: an epoch is saved only if min(recall Moderate, recall Severe) >= gate."""
     gate_fallback: bool = True
     """If no epoch passes the gate, keep the best-BA epoch (True) or fail as the notebooks did (False)."""
+    fallback_prediction: str = "train_prior"
+    """What the competition score predicts for a labelled validation level the model cannot see (no
+    coordinate or image): 'train_prior' (the training fold's class frequencies) or 'uniform'."""
     seed: int = 42
     """Seed of Python, NumPy and torch."""
     device: str = "auto"
@@ -298,6 +305,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _choice("train.amp_dtype", self.amp_dtype, ("auto", "bf16", "fp16"))
+        _choice("train.fallback_prediction", self.fallback_prediction, ("train_prior", "uniform"))
         if self.devices < 1 or self.batch_size % self.devices:
             raise UsageError(f"train.devices must be at least 1 and divide train.batch_size ({self.batch_size}), "
                              f"got {self.devices}")
@@ -321,6 +329,9 @@ class TrainConfig:
 class AlarmConfig:
     """Thresholds of the end-of-run health alarms (harness.alarms), computed from the epoch history."""
 
+    min_epochs: int = 5
+    """The alarms that read a trend (peak_then_decline, instability, overfitting) stay silent on a run
+    of fewer epochs: two or three points are no trend."""
     dead_class_min: int = 3
     """dead_class: fires when a class gets fewer validation predictions than this in an epoch after the first."""
     ceiling_normal_recall: float = 0.90
@@ -330,7 +341,8 @@ class AlarmConfig:
     peak_drop: float = 0.03
     """peak_then_decline: best BA more than this above the final BA..."""
     peak_fraction: float = 1 / 3
-    """...and reached at an epoch index below this fraction of the epochs run."""
+    """...and reached within the first this-fraction of the epochs run (the epochs before the best one
+    number fewer than fraction x epochs run)."""
     instability_window: int = 5
     """instability: the last this-many epochs are compared (no alarm with fewer epochs)."""
     instability_spread: float = 0.03
@@ -340,6 +352,8 @@ class AlarmConfig:
     exceeds its first by more than this, in loss units (nats; 3+ epochs needed)."""
 
     def __post_init__(self):
+        if self.min_epochs < 1:
+            raise UsageError(f"alarms.min_epochs must be at least 1, got {self.min_epochs}")
         if self.dead_class_min < 0:
             raise UsageError(f"alarms.dead_class_min must be >= 0, got {self.dead_class_min}")
         for key in ("ceiling_normal_recall", "ceiling_minority_recall"):

@@ -12,7 +12,7 @@ from harness.data.schema import CLASS_KEYS, SEVERITIES
 
 def curves(history: list[dict[str, float]], title: str):
     """Loss, per-class recall and BA per epoch: the three panels the notebooks plotted."""
-    epochs = [h["epoch"] + 1 for h in history]
+    epochs = [h["epoch"] for h in history]  # numbered from 1
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].plot(epochs, [h["train/loss"] for h in history], label="train")
     axes[0].plot(epochs, [h["val/loss"] for h in history], label="val")
@@ -60,7 +60,7 @@ def ba_curves(histories: dict):
     """Validation BA per epoch of several variants, overlaid (history: DataFrame indexed by epoch)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, history in histories.items():
-        ax.plot(history.index + 1, history["balanced_accuracy"], marker="o", ms=3, label=name)
+        ax.plot(history.index, history["balanced_accuracy"], marker="o", ms=3, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation balanced accuracy")
     ax.grid(alpha=0.3)
@@ -96,5 +96,58 @@ def confusions(pairs: dict):
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False)
     for ax, (name, (y, pred)) in zip(axes[0], pairs.items()):
         draw_confusion(ax, confusion_matrix(y, pred, labels=[0, 1, 2]), ["N", "M", "S"], name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ slice attention (harness.attention)
+def attention_by_class(weights: np.ndarray, labels: np.ndarray, title: str):
+    """Mean weight of each slice position per true class, with the 95% interval of the mean."""
+    s = weights.shape[1]
+    x = np.arange(s) - s // 2  # 0 = the labelled slice
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c, name in enumerate(SEVERITIES):
+        w = weights[labels == c]
+        if not len(w):
+            continue
+        mean = w.mean(0)
+        half = 1.96 * w.std(0, ddof=1) / np.sqrt(len(w)) if len(w) > 1 else np.zeros(s)
+        line, = ax.plot(x, mean, marker="o", label=f"{name} (n={len(w)})")
+        ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.axhline(1 / s, color="grey", linestyle=":", label=f"uniform (1/{s})")
+    ax.set_xticks(x)
+    ax.set_xlabel("slice position relative to the labelled slice")
+    ax.set_ylabel("mean slice weight (95% interval of the mean)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"slice attention by class: {title}")
+    fig.tight_layout()
+    return fig
+
+
+def attention_examples(weights: np.ndarray, images: np.ndarray, labels: np.ndarray, probs: np.ndarray | None,
+                       title: str):
+    """One row per sample: its slices (channel 0 of (E,S,C,H,W), or (E,S,H,W)), each titled with its weight."""
+    n, s = weights.shape
+    fig, axes = plt.subplots(n, s, figsize=(1.6 * s, 1.8 * n + 0.6), squeeze=False)
+    for row in range(n):
+        for col, ax in enumerate(axes[row]):
+            img = np.asarray(images[row, col], dtype=np.float64)
+            img = img[0] if img.ndim == 3 else img
+            span = img.max() - img.min()
+            # per slice: a blank slice stays black instead of dividing by zero
+            ax.imshow((img - img.min()) / span if span > 0 else np.zeros_like(img), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{weights[row, col]:.3f}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            centre = col == s // 2
+            for spine in ax.spines.values():  # the labelled slice outlined, the others bare
+                spine.set_visible(centre)
+                spine.set(color="red", linewidth=2.5)
+        label = f"true: {SEVERITIES[labels[row]]}"
+        if probs is not None:
+            label += f"\npred: {SEVERITIES[int(probs[row].argmax())]} ({probs[row].max():.2f})"
+        axes[row, 0].set_ylabel(label, fontsize=9)
+    fig.suptitle(f"slice weights, labelled slice outlined: {title}")
     fig.tight_layout()
     return fig

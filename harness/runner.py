@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
@@ -35,10 +37,11 @@ from harness.data.rsna import SampleTable, data_fingerprint, load_samples
 from harness.data.samplers import progressive_oversample, weighted_sampler
 from harness.data.schema import CLASS_KEYS
 from harness.alarms import alarm_tags, health_alarms
+from harness.attention import attention_figures
 from harness.errors import DataError, UsageError
 from harness.hooks import BackboneFreeze, CheckpointSelector, ConsoleProgress, DeadClassMonitor, EarlyStopping
 from harness.losses import build_loss, class_weights_from_counts
-from harness.metrics import classification_metrics, competition_score_spinal, confusion
+from harness.metrics import Fallback, ValidationScorer, confusion
 from harness.profiles import PROFILES
 from harness.registry import Variant, get_variant
 from harness.trainer import Hook, Trainer, resolve_device, seed_everything
@@ -72,8 +75,12 @@ def resolve_data(data_dir: str | None, console: Console) -> tuple[Path, str]:
             raise DataError(f"--data-dir {data_dir}: no such folder")
         return root, "kaggle"
     root = harness_home() / "demo"
-    if not (root / demo.MARKER).is_file():
-        console.print(f"Generating the built-in demo dataset at {root} ...")
+    if not demo.is_current(root):  # the harness's own folder: an older demo is replaced
+        if root.exists():
+            console.print(f"The built-in demo dataset at {root} is from an older version; writing it again ...")
+            shutil.rmtree(root)
+        else:
+            console.print(f"Generating the built-in demo dataset at {root} ...")
         write_demo(root, console)
     return root, "demo"
 
@@ -105,10 +112,34 @@ class RunPlan:
     data_fp: str
     fold_fp: str
     outside: list[str]  # label points outside their image (harness.data.points)
+    val_studies: frozenset = frozenset()  # the fold's studies, those without any sample included
 
     @property
     def val_samples(self) -> pd.DataFrame:
         return self.table.samples.iloc[self.val_rows]
+
+    @property
+    def unseen_val_levels(self) -> pd.DataFrame:
+        """The labelled levels of the validation studies that have no sample (study_id, level, label,
+        reason): Kaggle scores them, so the competition score gives them the fallback prediction."""
+        labelled = self.table.labelled
+        in_val = labelled["study_id"].isin(self.val_studies)
+        return labelled[in_val & (labelled["reason"] != "")].reset_index(drop=True)
+
+    def fallback_probs(self) -> np.ndarray:
+        """The stated prediction for a level the model cannot see (train.fallback_prediction)."""
+        if self.cfg.train.fallback_prediction == "uniform":
+            return np.full(3, 1 / 3)
+        counts = np.bincount(self.table.samples["label"].iloc[self.train_rows], minlength=3).astype(np.float64)
+        return counts / counts.sum()
+
+    def scorer(self) -> ValidationScorer:
+        """Every epoch's validation figures (harness.metrics.ValidationScorer)."""
+        unseen = self.unseen_val_levels
+        fallback = Fallback(unseen["study_id"].to_numpy(), unseen["label"].to_numpy(),
+                            np.tile(self.fallback_probs(), (len(unseen), 1)))
+        return ValidationScorer(self.val_samples["study_id"].to_numpy(),
+                                self.cfg.data.condition == "spinal_canal_stenosis", fallback)
 
 
 def prepare(variant_name: str, fold: int, data_dir: str | None, profile: str | None, config_file: str | None,
@@ -117,15 +148,21 @@ def prepare(variant_name: str, fold: int, data_dir: str | None, profile: str | N
     root, source = resolve_data(data_dir, console)
     profile = profile or ("smoke" if source == "demo" else "full")
     cfg = build_config(variant, fold, profile, config_file, sets, str(root))
-    table = load_samples(root, cfg.data.condition)
+    table = load_samples(root, cfg.data.condition, cfg.data.other_series_points)
     data_fp = data_fingerprint(root)
-    folds = load_or_create(table.samples, harness_home() / "folds", f"{cfg.data.condition}-{data_fp}",
-                           cfg.data.num_folds, cfg.data.fold_seed)
+    # levels sampled on another series type make another sample table, so other folds: kept apart
+    key = f"{cfg.data.condition}-{data_fp}" + ("-other_series" if cfg.data.other_series_points == "use" else "")
+    folds = load_or_create(table.samples, harness_home() / "folds", key, cfg.data.num_folds, cfg.data.fold_seed)
     fold_of = table.samples["study_id"].map(dict(zip(folds["study_id"], folds["fold"])))
     val_rows = np.flatnonzero(fold_of.to_numpy() == cfg.fold)
     train_rows = np.flatnonzero(fold_of.to_numpy() != cfg.fold)
     plan = RunPlan(cfg, variant, source, table, train_rows, val_rows, folds, data_fp, "", points_outside(table))
     plan.fold_fp = fold_fingerprint(plan.val_samples)
+    # a study with no usable sample is in no fold of the notebooks' split, yet Kaggle scores it: it
+    # joins fold study_id % num_folds, which leaves every other study's fold as it was
+    unsampled = set(table.labelled["study_id"]) - set(table.samples["study_id"])
+    plan.val_studies = frozenset(int(s) for s in plan.val_samples["study_id"]) | {
+        int(s) for s in unsampled if s % cfg.data.num_folds == cfg.fold}
     return plan
 
 
@@ -137,7 +174,22 @@ def describe(plan: RunPlan, console: Console):
     ex = {k: f" ({v})" for k, v in plan.table.examples.items()}
     console.print(f"{len(plan.table.samples)} samples of {cfg.data.condition}; dropped {d['empty_label']} empty labels"
                   f"{ex.get('empty_label', '')}, {d['no_coordinate']} without a coordinate{ex.get('no_coordinate', '')}, "
-                  f"{d['missing_image']} without an image file{ex.get('missing_image', '')}")
+                  f"{d['missing_image']} without an image file{ex.get('missing_image', '')}", highlight=False)
+    if plan.table.other_series_studies:
+        studies = plan.table.other_series_studies
+        fate = (f"dropped ({d['other_series']} levels; data.other_series_points=use samples them there)"
+                if cfg.data.other_series_points == "drop" else "sampled on that series (data.other_series_points=use)")
+        console.print(f"[yellow]{len(studies)} study(ies) have {cfg.data.condition} points on a series of another "
+                      f"type[/] ({plan.table.examples['other_series']}; studies {', '.join(map(str, studies[:5]))}"
+                      f"{' ...' if len(studies) > 5 else ''}): {fate}", highlight=False)
+    unseen = plan.unseen_val_levels
+    if len(unseen):
+        why = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in unseen["reason"].value_counts().items())
+        prior = "/".join(f"{p:.3f}" for p in plan.fallback_probs())
+        console.print(f"{len(unseen)} labelled validation level(s) have no sample ({why}): the competition score "
+                      f"gives them the fallback prediction {prior} (train.fallback_prediction="
+                      f"{cfg.train.fallback_prediction}); BA and recalls cover the {len(plan.val_rows)} samples",
+                      highlight=False)
     if plan.outside:
         console.print(f"[yellow]{len(plan.outside)} label point(s) outside their image[/] (first: {plan.outside[0]}); "
                       "their crops are blank or padding; `harness data check` lists them")
@@ -237,13 +289,6 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
     model = plan.variant.build_model(cfg if resume is None else without_pretrained(cfg))
     loss_fn = build_loss(cfg.loss, training_class_weights(plan))
     exp = experiment(plan)
-    val = plan.val_samples
-    spinal = cfg.data.condition == "spinal_canal_stenosis"
-
-    def extra(t):
-        return {"val/competition_score_spinal": competition_score_spinal(
-            val["study_id"].to_numpy(), t.result.labels, t.result.probs)} if spinal else {}
-
     run_name = f"{cfg.variant}-fold{cfg.fold}-seed{cfg.train.seed}"
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp, ExitStack() as stack:
         if resume:  # locked before the run is reopened: a run still training elsewhere is left alone
@@ -261,7 +306,7 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
                 if not resume:
                     stack.enter_context(resume_mod.RunLock(folder, run_id))
                 mlflow.set_tags({"harness.checkpoint_dir": str(folder), "harness.config_hash": resume_mod.config_hash(cfg)})
-                trainer, selector = _record(plan, model, loss_fn, extra, source, log, folder, console, hooks, resume,
+                trainer, selector = _record(plan, model, loss_fn, source, log, folder, console, hooks, resume,
                                             resumable)
             resume_mod.remove(folder)  # FINISHED: the selected checkpoint is an MLflow artifact now
         except KeyboardInterrupt:
@@ -305,7 +350,7 @@ def follow(plan: RunPlan, resume: resume_mod.ResumePoint | None) -> None:
         source = data_source(plan, Console(quiet=True), Path(tmp) / "unreadable.tsv")
         train_loader, val_loader, _ = loaders(plan, resolve_device(cfg.train.device), source)
         trainer = Trainer(cfg, model, loss_fn, plan.variant.predict, train_loader, val_loader,
-                          [BackboneFreeze(), EarlyStopping()])
+                          [BackboneFreeze(), EarlyStopping()], score=plan.scorer())
         if resume is not None:
             resume_mod.restore(trainer, resume.state)
         with run_states.stops_between_batches(trainer):
@@ -334,7 +379,7 @@ def find_resume(plan: RunPlan, wanted: str, console: Console) -> resume_mod.Resu
     return point
 
 
-def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Source, log: Path, folder: Path,
+def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, source: Source, log: Path, folder: Path,
             console: Console, extra_hooks: Sequence[Hook], resume: resume_mod.ResumePoint | None, resumable: bool
             ) -> tuple[Trainer, CheckpointSelector]:
     """Inside the active MLflow run: parameters, inputs, training, then the summary."""
@@ -349,14 +394,14 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, extra, source: Sourc
                 MlflowClient().delete_tag(run.info.run_id, tag)
         mlflow.set_tag("harness.resumed_after_epoch", str(resume.epochs_done))
     selector, monitor = CheckpointSelector(folder), DeadClassMonitor()
-    recorder = tracking.MlflowEpochLogger(extra)
+    recorder = tracking.MlflowEpochLogger()
     checkpoint = resume_mod.EpochCheckpoint(folder / resume_mod.LAST, resume_mod.identity(cfg, run.info.run_id, plan.data_fp))
     # the checkpoint comes after every hook that changes state and before the logger, so an epoch
     # is logged once it can no longer be lost
     hooks = [BackboneFreeze(), selector, EarlyStopping(), monitor, ConsoleProgress(console, selector, monitor),
              *([checkpoint] if resumable else []), recorder, *extra_hooks]
     train_loader, val_loader, common = loaders(plan, resolve_device(cfg.train.device), source)
-    trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks)
+    trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks, score=plan.scorer())
     if resume is not None:
         resume_mod.restore(trainer, resume.state)
     with run_states.stops_between_batches(trainer):
@@ -376,7 +421,10 @@ def _log_inputs(plan: RunPlan, model: torch.nn.Module):
     tracking.log_dataset_input(plan.folds, f"folds-{cfg.data.condition}-{plan.data_fp}", "folds")
     mlflow.set_tag("harness.preprocess_fingerprint", preprocess_key(cfg.data, plan.data_fp))
     mlflow.log_metrics({f"data/dropped_{k}": v for k, v in plan.table.dropped.items()}
-                       | {"data/points_outside_image": len(plan.outside)})
+                       | {"data/points_outside_image": len(plan.outside),
+                          "data/fallback_levels": len(plan.unseen_val_levels)})
+    if plan.table.other_series_studies:
+        mlflow.set_tag("harness.other_series_studies", ",".join(map(str, plan.table.other_series_studies)))
 
 
 def _report_unreadable(files: dict[str, str], console: Console):
@@ -391,35 +439,86 @@ def _report_unreadable(files: dict[str, str], console: Console):
 
 def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monitor: DeadClassMonitor,
             history: list[dict], common: dict, console: Console):
-    """Summary metrics, TTA, predictions, plots and the checkpoint of the selected epoch."""
+    """Summary metrics, TTA, predictions, plots and the checkpoint of the selected epoch. Epochs are
+    numbered from 1 in everything written here, as on the console."""
     cfg, best = plan.cfg, selector.selected
-    val = plan.val_samples
-    mlflow.log_metrics({f"best/{k}": v for k, v in best.metrics.items()} | {"best/epoch": best.epoch})
+    # every per-epoch val/<name> has its best/<name>: the selected epoch's figure
+    mlflow.log_metrics({f"best/{k}": v for k, v in best.metrics.items()}
+                       | {"best/loss": best.val_loss, "best/epoch": best.epoch + 1})
     alarms = health_alarms(history, cfg.alarms)
     mlflow.set_tags(alarm_tags(alarms))
     mlflow.set_tags({"harness.gate_met": str(selector.gate_met).lower(),
-                     "harness.dead_class_epochs": ",".join(str(e) for e in sorted(monitor.dead_epochs)) or "none",
+                     "harness.dead_class_epochs": ",".join(str(e + 1) for e in sorted(monitor.dead_epochs)) or "none",
                      "harness.stopped_early": str(trainer.should_stop).lower()})
-    if cfg.data.tta != ("none",):
-        probs = []
-        for recipe in cfg.data.tta:
-            ds = SliceDataset(plan.table, plan.val_rows, cfg.data, False, recipe, cfg.train.seed,
-                              trainer.val_loader.dataset.source, uint8=trainer.val_loader.dataset.uint8)
-            # rank 0 alone: under --devices the other ranks have finished
-            loader = DataLoader(ds, shuffle=False, **common)
-            probs.append(trainer.evaluate(trainer.model, loader, shard=False).probs)
-        mlflow.log_metrics({f"tta/{k}": v for k, v in classification_metrics(best.labels, np.mean(probs, 0)).items()})
-    preds = pd.DataFrame({"study_id": val["study_id"].to_numpy(), "level": val["level"].to_numpy(),
-                          "label": best.labels, **{k: best.probs[:, i] for i, k in enumerate(CLASS_KEYS)},
-                          "prediction": best.probs.argmax(1)})
-    mlflow.log_text(preds.to_csv(index=False), "val_predictions.csv")
+    tta = _log_tta(plan, trainer, best, common)
+    mlflow.log_text(selected_predictions(plan, best).to_csv(index=False), "val_predictions.csv")
     title = f"{cfg.variant} fold {cfg.fold} (epoch {best.epoch + 1})"
     mlflow.log_figure(plots.confusion(confusion(best.labels, best.probs), title), "confusion_matrix.png")
     mlflow.log_figure(plots.curves(history, f"{cfg.variant} fold {cfg.fold}"), "training_curves.png")
+    # the selected epoch's weights are in trainer.model (CheckpointSelector.after_train loaded them)
+    figures = attention_figures(trainer.model, trainer.val_loader, trainer.to_device, trainer.autocast,
+                                trainer.val_loader.dataset, title, predict=trainer.predict)
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, name)
+        plt.close(fig)
     mlflow.log_artifact(str(selector.path), "checkpoint")
     for name, text in alarms.items():
         console.print(f"[yellow]health alarm {name}[/]: {text}")
+    summary = selected_summary(plan, trainer, selector, tta)
+    mlflow.set_tag("mlflow.note.content", summary)  # the run page's description: the selected epoch first
+    console.print(summary.split("\n\n")[0].replace("**", ""), highlight=False)
+
+
+def _log_tta(plan: RunPlan, trainer: Trainer, best, common: dict) -> dict[str, float] | None:
+    """The selected model's test-time augmentation (data.tta): mean probabilities over the recipes."""
+    cfg = plan.cfg
+    if cfg.data.tta == ("none",):
+        return None
+    probs = []
+    for recipe in cfg.data.tta:
+        ds = SliceDataset(plan.table, plan.val_rows, cfg.data, False, recipe, cfg.train.seed,
+                          trainer.val_loader.dataset.source, uint8=trainer.val_loader.dataset.uint8)
+        # rank 0 alone: under --devices the other ranks have finished
+        loader = DataLoader(ds, shuffle=False, **common)
+        probs.append(trainer.evaluate(trainer.model, loader, shard=False).probs)
+    metrics = trainer.score(best.labels, np.mean(probs, 0))
+    mlflow.log_metrics({f"tta/{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+def selected_predictions(plan: RunPlan, best) -> pd.DataFrame:
+    """val_predictions.csv: the selected epoch's probabilities (float64, written to round-trip) for
+    every labelled level of the validation studies. `source` says who predicted a row: 'model', or
+    'fallback' with the `reason` the model had nothing to look at."""
+    val, unseen = plan.val_samples, plan.unseen_val_levels
+    probs = np.concatenate([best.probs.astype(np.float64), np.tile(plan.fallback_probs(), (len(unseen), 1))])
+    return pd.DataFrame({
+        "study_id": np.concatenate([val["study_id"].to_numpy(), unseen["study_id"].to_numpy()]),
+        "level": np.concatenate([val["level"].to_numpy(), unseen["level"].to_numpy()]),
+        "label": np.concatenate([best.labels, unseen["label"].to_numpy()]),
+        **{k: probs[:, i] for i, k in enumerate(CLASS_KEYS)},
+        "prediction": probs.argmax(1),
+        "source": ["model"] * len(val) + ["fallback"] * len(unseen),
+        "reason": [""] * len(val) + unseen["reason"].tolist()})
+
+
+def selected_summary(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, tta: dict | None) -> str:
+    """The selected epoch's figures in words (Markdown): printed at the end and the run's description."""
+    cfg, best = plan.cfg, selector.selected
     m = best.metrics
-    gate = "gate met" if selector.gate_met else f"[yellow]gate {cfg.train.gate} never met: best-BA epoch kept[/]"
-    console.print(f"selected epoch {best.epoch + 1}: BA [bold]{m['balanced_accuracy']:.3f}[/] (recall N "
-                  f"{m['recall/normal_mild']:.3f} M {m['recall/moderate']:.3f} S {m['recall/severe']:.3f}), {gate}")
+    gate = ("gate met" if selector.gate_met else
+            f"gate {cfg.train.gate} never met, so the best-BA epoch was kept")
+    lines = [f"**selected epoch {best.epoch + 1}** of {trainer.epoch + 1}: BA **{m['balanced_accuracy']:.3f}** "
+             f"(recall N {m['recall/normal_mild']:.3f} M {m['recall/moderate']:.3f} S {m['recall/severe']:.3f}), "
+             + (f"competition score {m['competition_score_spinal']:.4f}, " if "competition_score_spinal" in m else "")
+             + gate]
+    if tta is not None:
+        lines.append(f"TTA ({' + '.join(cfg.data.tta)}): BA {tta['balanced_accuracy']:.3f}"
+                     + (f", competition score {tta['competition_score_spinal']:.4f}"
+                        if "competition_score_spinal" in tta else ""))
+    unseen = len(plan.unseen_val_levels)
+    lines.append(f"BA and recalls: the {len(plan.val_rows)} validation samples. Competition score (float64, as "
+                 f"Kaggle's metric): every labelled level of the validation studies, {unseen} of them predicted by "
+                 f"train.fallback_prediction={cfg.train.fallback_prediction}. The epoch was selected on this fold, "
+                 "so its figures are optimistic.")
+    return "\n\n".join(lines)

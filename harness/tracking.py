@@ -106,7 +106,7 @@ def git_commit() -> str:
 
 
 def epoch_metrics(t: Trainer) -> dict[str, float]:
-    """The per-epoch metric names of DESIGN.md "Tracking" (step = epoch)."""
+    """The per-epoch metrics (step = the epoch number, counted from 1 as everything a user reads)."""
     r = t.result
     out = {"train/loss": r.train_loss, "val/loss": r.val_loss, "time/epoch_s": r.seconds,
            "throughput/train_samples_per_s": r.samples_per_s}
@@ -120,17 +120,14 @@ class MlflowEpochLogger(Hook):
 
     The metrics are computed after validation and logged at the end of the epoch, after the resume
     checkpoint is written (it holds `history`): a resumed run then logs each epoch exactly once.
+    A row's "epoch" is the epoch number, from 1, and is the MLflow step.
     """
 
-    def __init__(self, extra=None):
-        self.extra = extra  # callable(trainer) -> dict of further per-epoch metrics
+    def __init__(self):
         self.history: list[dict[str, float]] = []
 
     def after_validation(self, t: Trainer):
-        metrics = epoch_metrics(t)
-        if self.extra:
-            metrics.update(self.extra(t))
-        self.history.append({"epoch": t.epoch, **metrics})
+        self.history.append({"epoch": t.epoch + 1, **epoch_metrics(t)})
 
     def after_epoch(self, t: Trainer):
         self._log(self.history[-1])

@@ -17,6 +17,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -212,8 +213,10 @@ def refresh_batchnorm(model: torch.nn.Module, loader, to_device) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, model: torch.nn.Module, loss_fn: LossFn, predict, train_loader,
-                 val_loader, hooks: list[Hook]):
+                 val_loader, hooks: list[Hook],
+                 score: Callable[[np.ndarray, np.ndarray], dict[str, float]] = classification_metrics):
         self.cfg, self.loss_fn, self.predict = cfg, loss_fn, predict
+        self.score = score  # labels, probabilities -> the epoch's validation metrics (metrics.ValidationScorer)
         self.train_loader, self.val_loader, self.hooks = train_loader, val_loader, hooks
         self.device = resolve_device(cfg.train.device)
         tc = cfg.train
@@ -362,7 +365,7 @@ class Trainer:
         if sharded:
             p, y, loss = distributed.unshard(p, y, loss_sum.cpu().reshape(1).numpy())
             loss_sum = loss.sum()
-        return EpochResult(self.epoch, math.nan, float(loss_sum) / len(y), classification_metrics(y, p), p, y)
+        return EpochResult(self.epoch, math.nan, float(loss_sum) / len(y), self.score(y, p), p, y)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:

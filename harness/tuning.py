@@ -80,7 +80,7 @@ class PruningReporter(Hook):
         self.trial, self.pruned = trial, False
 
     def after_validation(self, t: Trainer):
-        self.trial.report(t.result.metrics["balanced_accuracy"], t.epoch)
+        self.trial.report(t.result.metrics["balanced_accuracy"], t.epoch + 1)  # step = epoch number
         if self.trial.should_prune():
             self.pruned, t.should_stop = True, True
 

@@ -158,3 +158,19 @@ def test_alarm_config_section():
         apply_overrides(Config(), {"alarms.ceiling_normal_recall": 1.5})
     with pytest.raises(UsageError, match="unknown config key"):
         apply_overrides(Config(), {"alarms.nope": 1})
+
+
+def test_trend_alarms_need_enough_epochs():
+    """A 2-epoch run has no 'first third' and no trend: peak_then_decline, instability and
+    overfitting stay silent below alarms.min_epochs, and fire on the same shape once it is long enough."""
+    cfg = Config().alarms
+    short = history([0.70, 0.60])
+    assert peak_then_decline(short, 0.03, 1 / 3) is not None  # the bare rule would fire on it
+    assert "peak_then_decline" not in health_alarms(short, cfg)
+    longer = history([0.70, 0.60, 0.60, 0.60, 0.60])
+    assert len(longer) == cfg.min_epochs and "peak_then_decline" in health_alarms(longer, cfg)
+    assert peak_then_decline(history([0.7, 0.6, 0.6, 0.6]), 0.03, 1 / 3, min_epochs=5) is None
+    assert overfitting(gaps([0.1, 0.3, 0.5, 0.7]), 0.1) is not None
+    assert overfitting(gaps([0.1, 0.3, 0.5, 0.7]), 0.1, min_epochs=5) is None
+    assert instability(history([0.3, 0.7, 0.3]), 2, 0.03, min_epochs=5) is None
+

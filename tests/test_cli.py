@@ -128,7 +128,7 @@ def test_damaged_but_usable_data_trains_and_names_each_problem(demo_root, workdi
 
     assert main(["run", "v9", "--data-dir", str(data), "--profile", "smoke", "--set", "train.epochs=1"]) == 0
     out = capsys.readouterr().out
-    assert f"(study {unlabelled} has no label at all)" in out
+    assert f"(study {unlabelled} has no spinal_canal_stenosis label at any level)" in out
     assert f"(first: series folder {schema.TRAIN_IMAGES}/{gone}/{series} missing)" in out
     assert "1 label point(s) outside their image" in out and "(5000, " in out and f"{schema.TRAIN_IMAGES}/{off}/" in out
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")

@@ -44,8 +44,8 @@ def _log_run(variant: str, preds: pd.DataFrame, fold_fp: str = "fold-a", seed: i
         for e in range(epochs):
             mlflow.log_metrics({"val/balanced_accuracy": float(np.mean(recalls)) - 0.01 * (epochs - 1 - e),
                                 "train/loss": 1.0 - 0.1 * e, "val/loss": 1.0 - 0.05 * e,
-                                **{f"val/recall/{k}": float(r) for k, r in zip(CLASS_KEYS, recalls)}}, step=e)
-        mlflow.log_metrics({"best/balanced_accuracy": float(np.mean(recalls)), "best/epoch": epochs - 1})
+                                **{f"val/recall/{k}": float(r) for k, r in zip(CLASS_KEYS, recalls)}}, step=e + 1)
+        mlflow.log_metrics({"best/balanced_accuracy": float(np.mean(recalls)), "best/epoch": epochs})
         mlflow.log_param("model.parameters", "1234")
         mlflow.log_text(preds.to_csv(index=False), "val_predictions.csv")
         return run.info.run_id

@@ -23,6 +23,6 @@ def test_two_runs_at_once_on_a_fresh_store_both_finish_complete(demo_root, tmp_p
     for run in runs:
         assert run.info.status == "FINISHED"
         for key in ("val/balanced_accuracy", "val/recall/severe", "train/loss", "val/loss"):
-            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2], key
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
         assert "best/balanced_accuracy" in run.data.metrics
         assert "val_predictions.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}

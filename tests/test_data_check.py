@@ -8,7 +8,8 @@ import pytest
 
 from conftest import editable_copy, harness_cli
 from harness.data import schema
-from harness.data.check import check_dataset
+from harness.data.check import SHORT_NAMES, check_dataset, print_report
+from harness.data.demo import MARKER
 from harness.data.rsna import load_samples
 
 SPINAL = "spinal_canal_stenosis"
@@ -59,12 +60,19 @@ def test_clean_demo_counts_are_load_samples_counts(demo_root):
         assert (got.empty_labels, got.no_coordinate, got.missing_image) == (
             table.dropped["empty_label"], table.dropped["no_coordinate"], table.dropped["missing_image"])
         assert got.unreadable == got.outside_image == 0
+    # the demo's one study with its spinal points on Sagittal T1 is its only finding
+    t1_study = json.loads((demo_root / MARKER).read_text())["spinal_on_t1_study"]
+    other = report.findings.pop("coordinates_other_series")
+    assert (other.count, other.examples) == (1, [f"study {t1_study} spinal_canal_stenosis"])
+    assert report.conditions[SPINAL].other_series_studies == [t1_study]
+    assert report.conditions[SPINAL].other_series == load_samples(demo_root).dropped["other_series"] > 0
     assert all(f.count == 0 and f.examples == [] for f in report.findings.values()), report.findings
     files = {(s.study_id, s.series_id, s.instance_number)
              for c in schema.CONDITIONS for s in load_samples(demo_root, c).samples.itertuples()}
     assert report.files_decoded == len(files)
     assert calls and calls[-1] == (len(files), len(files))
-    assert report.runnable and report.reason is None and report.warnings == []
+    assert report.runnable and report.reason is None
+    assert report.warnings == ["studies with points on a series of another type: 1"]
 
 
 def test_clean_demo_through_the_command(demo_root, workdir):
@@ -72,10 +80,11 @@ def test_clean_demo_through_the_command(demo_root, workdir):
     assert res.returncode == 0, res.stderr + res.stdout
     samples = load_samples(demo_root).samples
     assert verdict_line(res.stdout) == (f"verdict: {SPINAL} can run ({len(samples)} samples from "
-                                        f"{samples['study_id'].nunique()} studies)")
+                                        f"{samples['study_id'].nunique()} studies; 1 warning, see the problems)")
     for condition in schema.CONDITIONS:  # each condition's row holds its three class counts
-        row = next(line.split() for line in res.stdout.splitlines() if line.startswith(condition + " "))
-        assert row[1:4] == [str(n) for n in class_counts(demo_root, condition).values()]
+        name = SHORT_NAMES[condition]
+        row = next(line[len(name):].split() for line in res.stdout.splitlines() if line.startswith(name + " "))
+        assert row[0:3] == [str(n) for n in class_counts(demo_root, condition).values()]
     assert res.stderr == ""  # no bar and no noise when stderr is not a terminal
 
     as_json = harness_cli("data", "check", "--data-dir", str(demo_root), "--json", "--workers", "1", cwd=workdir)
@@ -83,6 +92,30 @@ def test_clean_demo_through_the_command(demo_root, workdir):
     data = json.loads(as_json.stdout)
     assert data["runnable"] is True and data["reason"] is None
     assert data["conditions"][SPINAL]["classes"] == class_counts(demo_root, SPINAL)
+
+
+def test_the_table_fits_80_columns_at_the_real_datasets_counts(tmp_path):
+    """The real dataset's counts (four and five digits) in a console 80 columns wide: no line
+    longer, and every number whole on its condition's line."""
+    from rich.console import Console
+
+    from harness.data.check import ConditionReport, DataReport, Finding
+
+    counts = {c: ConditionReport(classes={"normal_mild": 8664, "moderate": 1794, "severe": 927}, samples=11385,
+                                 studies=1975, empty_labels=263, no_coordinate=118, other_series=5,
+                                 missing_image=1024, unreadable=12, outside_image=10001)
+              for c in schema.CONDITIONS}
+    report = DataReport("/kaggle/input/rsna-2024-lumbar-spine-degenerative-classification", SPINAL, counts,
+                        {"missing_instance_files": Finding(3, ["train_images/1/2/3.dcm"])}, 48692, True, None, [])
+    console = Console(file=(tmp_path / "out.txt").open("w"), width=80, color_system=None)
+    print_report(report, console)
+    console.file.close()
+    lines = (tmp_path / "out.txt").read_text().splitlines()
+    assert max(map(len, lines)) <= 80, "\n".join(lines)
+    for condition in schema.CONDITIONS:
+        name = SHORT_NAMES[condition]
+        row = next(line[len(name):].split() for line in lines if line.startswith(name + " "))
+        assert row == ["8664", "1794", "927", "1975", "263", "118", "5", "1024", "12", "10001"]
 
 
 # ---- a copy broken in known ways ------------------------------------------------------------
@@ -155,7 +188,7 @@ def test_each_problem_is_counted_once(broken, demo_root):
     assert spinal.unreadable == len(on_bad_files) > 0 and spinal.outside_image == 1
     for condition in schema.CONDITIONS:  # the usable counts are still exactly load_samples'
         assert report.conditions[condition].classes == class_counts(root, condition)
-    assert report.runnable and report.reason is None and len(report.warnings) == 6
+    assert report.runnable and report.reason is None and len(report.warnings) == 7  # 6 + the demo's other series
 
 
 def _ids(path):
@@ -171,7 +204,7 @@ def test_broken_copy_still_runs_through_the_command(broken, workdir):
     root, b = broken
     res = harness_cli("data", "check", "--data-dir", str(root), cwd=workdir)
     assert res.returncode == 0, res.stderr + res.stdout
-    assert verdict_line(res.stdout).endswith("; 6 warnings, see the problems)")
+    assert verdict_line(res.stdout).endswith("; 7 warnings, see the problems)")
     rows = {line.split("  ")[0]: line.split() for line in res.stdout.splitlines()}
     assert rows["unreadable labelled files"][3] == "2" and rows["coordinates outside their image"][4] == "1"
     assert relative(b["garbage"], root) in res.stdout  # the examples are shown whole
@@ -215,7 +248,8 @@ def test_a_missing_class_blocks_only_its_condition(demo_root, workdir):
 def test_fewer_studies_than_folds(demo_root, tmp_path):
     root = editable_copy(demo_root, tmp_path / "data")
     train = pd.read_csv(root / schema.TRAIN_CSV)
-    train.head(4).to_csv(root / schema.TRAIN_CSV, index=False)
+    sampled = set(load_samples(root).samples["study_id"])
+    train[train["study_id"].isin(sampled)].head(4).to_csv(root / schema.TRAIN_CSV, index=False)
     report = check_dataset(root, workers=1)
     assert not report.runnable and "only 4 studies" in report.reason and "5 folds" in report.reason
 

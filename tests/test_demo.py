@@ -27,6 +27,7 @@ STUDIES = 8
 SEED = 8
 SPINAL = CONDITIONS["spinal_canal_stenosis"][0]
 SAG_T2 = CONDITIONS["spinal_canal_stenosis"][1]
+REAL_STUDIES = 1975  # train studies in the real competition data
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +68,13 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 def _labelled(tables, condition_key: str) -> pd.DataFrame:
-    """Coordinate rows of one condition with their train.csv label."""
+    """Coordinate rows of one condition on the condition's own series type, with their train.csv
+    label (the study whose spinal rows name its Sagittal T1 is left out)."""
     train = tables[TRAIN_CSV].set_index("study_id")
+    description = tables[SERIES_CSV].set_index("series_id").series_description
+    spelling, wanted = CONDITIONS[condition_key]
     rows = tables[COORDS_CSV]
-    rows = rows[rows.condition == CONDITIONS[condition_key][0]].copy()
+    rows = rows[(rows.condition == spelling) & (rows.series_id.map(description) == wanted)].copy()
     rows["label"] = [train.at[s, f"{condition_key}_{LEVELS[LEVEL_LABELS.index(lvl)]}"]
                      for s, lvl in zip(rows.study_id, rows.level)]
     return rows
@@ -91,8 +95,10 @@ def test_layout_headers_and_marker(generated, tables):
     assert tuple(tables[SERIES_CSV].columns) == SERIES_COLUMNS
     assert tuple(tables[TEST_SERIES_CSV].columns) == SERIES_COLUMNS
     assert tuple(tables[SUBMISSION_CSV].columns) == SUBMISSION_COLUMNS
-    assert json.loads((root / demo.MARKER).read_text()) == {
-        "generator": "rsna-harness demo", "version": 1, "studies": STUDIES, "seed": SEED}
+    marker = json.loads((root / demo.MARKER).read_text())
+    assert marker == {"generator": "rsna-harness demo", "demo_version": demo.DEMO_VERSION, "studies": STUDIES,
+                      "seed": SEED, "spinal_on_t1_study": marker["spinal_on_t1_study"]}
+    assert marker["spinal_on_t1_study"] in set(tables[TRAIN_CSV].study_id)
     assert calls == [(i, STUDIES) for i in range(1, STUDIES + 1)]
 
 
@@ -131,9 +137,13 @@ def test_coordinates_point_at_existing_files_of_the_right_series(root, tables):
     by_spelling = {spelling: (key, series) for key, (spelling, series) in CONDITIONS.items()}
     assert set(coords.level) <= set(LEVEL_LABELS) and set(coords.condition) <= set(by_spelling)
     assert not coords.duplicated(["study_id", "condition", "level"]).any()
+    on_t1 = json.loads((root / demo.MARKER).read_text())["spinal_on_t1_study"]
+    series_study = tables[SERIES_CSV].set_index("series_id").study_id
     for row in coords.itertuples():
         key, wanted = by_spelling[row.condition]
-        assert description[row.series_id] == wanted
+        if row.condition == SPINAL and row.study_id == on_t1:
+            wanted = "Sagittal T1"  # the one study with the real data's misfiled spinal points
+        assert description[row.series_id] == wanted and series_study[row.series_id] == row.study_id
         assert isinstance(train.at[row.study_id, f"{key}_{LEVELS[LEVEL_LABELS.index(row.level)]}"], str)
         ds = pydicom.dcmread(root / TRAIN_IMAGES / str(row.study_id) / str(row.series_id)
                              / f"{row.instance_number}.dcm", stop_before_pixels=True)
@@ -252,18 +262,90 @@ def test_canal_fades_away_from_the_labelled_slice(root, tables):
 
 
 def test_default_demo_labels_are_balanced_and_cover_the_rare_cases():
-    labels, no_coord = demo._labels_for(DEFAULT_STUDIES, DEFAULT_SEED)
+    labels, no_coord, _ = demo._labels_for(DEFAULT_STUDIES, DEFAULT_SEED)
     spinal = labels[:, demo.SPINAL]
     assert (spinal == 2).sum() >= 20 and (spinal == 1).sum() >= 30
     assert (spinal == -1).sum() >= 1 and no_coord[:, demo.SPINAL].sum() >= 1
     assert not (no_coord & (labels < 0)).any()
-    many, _ = demo._labels_for(20000, 1)
+    many, _, _ = demo._labels_for(20000, 1)
     share = [(many[:, demo.SPINAL] == s).mean() for s in (0, 1, 2)]
     assert share == pytest.approx([0.878, 0.075, 0.048], abs=0.01)
     abnormal = (many[:, demo.SPINAL] > 0).mean(axis=0)
     assert abnormal.argmax() == LEVELS.index("l4_l5") and abnormal.argmin() == LEVELS.index("l1_l2")
     within = np.corrcoef((many[:, demo.SPINAL, 3] > 0), (many[:, demo.SPINAL, 2] > 0))[0, 1]
     assert within > 0.1  # the per-study degeneration latent correlates a study's levels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labelled_levels_lack_a_coordinate_at_the_real_rate_and_place(seed):
+    # the real data: 1.2% of the labelled spinal levels have no coordinate row, mostly at the top
+    labels, no_coord, _ = demo._labels_for(REAL_STUDIES, seed)
+    assert not (no_coord & (labels < 0)).any()
+    spinal, missing = labels[:, demo.SPINAL] >= 0, no_coord[:, demo.SPINAL]
+    assert 0.008 < missing.sum() / spinal.sum() < 0.016  # ~118 expected, sd ~11
+    per_level = missing.sum(axis=0)
+    assert per_level[:2].sum() > 0.7 * per_level.sum()  # L1/L2 and L2/L3: 85% expected
+    assert per_level[0] == per_level.max()
+    others = no_coord[:, demo.SPINAL + 1:].sum() / (labels[:, demo.SPINAL + 1:] >= 0).sum()
+    assert 0.001 < others < 0.0035  # the other conditions keep NO_COORD_RATE, flat over the levels
+
+
+def test_spinal_on_t1_study_is_an_eligible_one_drawn_from_the_seed():
+    picks = set()
+    for seed in range(20):
+        labels, no_coord, pick = demo._labels_for(30, seed)
+        assert ((labels[pick, demo.SPINAL] >= 0) & ~no_coord[pick, demo.SPINAL]).any()
+        assert demo._labels_for(30, seed)[2] == pick
+        picks.add(pick)
+    assert len(picks) > 5  # not a fixed position
+    # a single study keeps its spinal points on T2: otherwise no spinal sample would be left
+    assert demo._labels_for(1, 0)[2] is None
+
+
+def test_one_study_has_its_spinal_points_on_its_sagittal_t1(root, tables):
+    coords = tables[COORDS_CSV]
+    description = tables[SERIES_CSV].set_index("series_id").series_description
+    spinal = coords[coords.condition == SPINAL]
+    on_t1 = spinal[spinal.series_id.map(description) == "Sagittal T1"]
+    assert on_t1.study_id.nunique() == 1
+    (study,) = on_t1.study_id.unique()
+    assert study == json.loads((root / demo.MARKER).read_text())["spinal_on_t1_study"]
+    assert len(on_t1) == (spinal.study_id == study).sum() >= 1  # all its spinal rows, none on T2
+    assert (description[spinal[spinal.study_id != study].series_id] == SAG_T2).all()
+    (series,) = on_t1.series_id.unique()
+    stack = _stack(root / TRAIN_IMAGES / str(study) / str(series))
+    midline = min(stack, key=lambda ds: abs(float(ds.ImagePositionPatient[0])))
+    for row in on_t1.itertuples():
+        path = root / TRAIN_IMAGES / str(study) / str(series) / f"{row.instance_number}.dcm"
+        ds = pydicom.dcmread(path)
+        assert ds.SeriesDescription == "Sagittal T1" and ds.InstanceNumber == midline.InstanceNumber
+        assert 0 <= row.x < ds.Columns and 0 <= row.y < ds.Rows
+    # at the canal: the foraminal points on the same T1 series sit at the canal's column (x) 0.1
+    # disc gap above the disc (3-5 px up), each click within +-2 px, so the spinal point of a level
+    # lies just below that level's foraminal ones
+    foraminal = coords[(coords.study_id == study) & coords.condition.str.contains("Foraminal")]
+    assert set(foraminal.series_id) <= {series}
+    near = on_t1.merge(foraminal, on="level", suffixes=("", "_foramen"))
+    dx, dy = near.x - near.x_foramen, near.y - near.y_foramen
+    assert len(near) >= 1 and (abs(dx) < 5).all() and ((-1 < dy) & (dy < 10)).all()
+    assert abs(dx.mean()) < 2 and 2 < dy.mean() < 7
+
+
+def test_is_current_tells_a_fresh_demo_from_an_outdated_one(root, tmp_path):
+    assert demo.is_current(root)
+    marker = json.loads((root / demo.MARKER).read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    assert not demo.is_current(old)  # no marker
+    for stale in ({k: v for k, v in marker.items() if k != "demo_version"},  # no version: before 2
+                  {**marker, "demo_version": demo.DEMO_VERSION - 1},
+                  {"generator": "rsna-harness demo", "version": 1, "studies": STUDIES, "seed": SEED}):
+        (old / demo.MARKER).write_text(json.dumps(stale))
+        assert not demo.is_current(old), stale
+    (old / demo.MARKER).write_text("{not json")
+    assert not demo.is_current(old)
+    (old / demo.MARKER).write_text(json.dumps(marker))
+    assert demo.is_current(old)
 
 
 # ---- determinism and safety --------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_two_gloo_processes_stop_together_resume_and_give_the_single_process_met
     assert run.data.tags["harness.resumed_after_epoch"] == "1"
     assert run.data.params["train.devices"] == "2"
     for name in ("val/balanced_accuracy", "train/loss", "val/loss"):
-        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(EPOCHS))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(1, EPOCHS + 1))
 
     # one process evaluates the selected checkpoint's weights on the whole validation set, 12 a batch
     ckpt_path = next(a.path for a in client.list_artifacts(run.info.run_id, "checkpoint"))
@@ -83,14 +83,16 @@ def test_two_gloo_processes_stop_together_resume_and_give_the_single_process_met
     train_loader, val_loader, _ = runner.loaders(plan, torch.device("cpu"), source)
     assert val_loader.batch_size == 12
     trainer = Trainer(plan.cfg, model, build_loss(plan.cfg.loss, runner.training_class_weights(plan)),
-                      plan.variant.predict, train_loader, val_loader, [])
+                      plan.variant.predict, train_loader, val_loader, [], score=plan.scorer())
     single = trainer.evaluate(model, val_loader)
 
     assert single.metrics == pytest.approx(ckpt["metrics"], abs=1e-12)
     best = {k.removeprefix("best/"): v for k, v in run.data.metrics.items()
-            if k.startswith("best/") and k != "best/epoch"}
+            if k.startswith("best/") and k not in ("best/epoch", "best/loss")}
     assert best == pytest.approx({k: single.metrics[k] for k in best}, abs=1e-6)
+    assert run.data.metrics["best/loss"] == pytest.approx(single.val_loss, abs=1e-6)
     preds = pd.read_csv(client.download_artifacts(run.info.run_id, "val_predictions.csv", str(workdir)))
+    preds = preds[preds["source"] == "model"]
     assert len(preds) == len(plan.val_rows)
     np.testing.assert_array_equal(preds["label"], single.labels)  # gathered back in loader order
     np.testing.assert_allclose(preds[list(CLASS_KEYS)].to_numpy(), single.probs, atol=1e-5)

@@ -25,7 +25,16 @@ def test_one_row_per_labelled_level_with_coordinates(demo_root):
                 for sid in [r["study_id"]] if isinstance(r[f"spinal_canal_stenosis_{lvl}"], str)}
     assert set(zip(s["study_id"], s["level"])) == labelled & with_coord
     assert table.dropped["empty_label"] == train[[f"spinal_canal_stenosis_{l}" for l in schema.LEVELS]].isna().sum().sum()
-    assert table.dropped["no_coordinate"] == len(labelled - with_coord)
+    # a level without a point on Sagittal T2/STIR has none at all, or has one on another series type
+    elsewhere = coords[coords["condition"] == "Spinal Canal Stenosis"].merge(series, on=["study_id", "series_id"])
+    elsewhere = set(zip(elsewhere["study_id"], elsewhere["level"].str.lower().str.replace("/", "_"))) - with_coord
+    assert table.dropped["no_coordinate"] == len(labelled - with_coord - elsewhere) > 0
+    assert table.dropped["other_series"] == len((labelled - with_coord) & elsewhere) > 0
+    # every labelled level is listed once, with why it has no sample
+    why = dict(zip(zip(table.labelled["study_id"], table.labelled["level"]), table.labelled["reason"]))
+    assert set(why) == labelled
+    assert {k for k, r in why.items() if r == ""} == labelled & with_coord
+    assert {k for k, r in why.items() if r == "other_series"} == (labelled - with_coord) & elsewhere
     # labels and the level index agree with train.csv
     row = s.iloc[0]
     assert schema.SEVERITIES[row.label] == train.set_index("study_id").loc[row.study_id, f"spinal_canal_stenosis_{row.level}"]

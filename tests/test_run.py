@@ -50,7 +50,7 @@ def test_every_epoch_metric_is_logged(finished_run):
              *[f"lr/{g}" for g in ("backbone", "feature_proj", "gru", "attention", "level_embed", "classifier")]]
     for name in names:
         history = client.get_metric_history(run.info.run_id, name)
-        assert [m.step for m in history] == list(range(EPOCHS)), name
+        assert [m.step for m in history] == list(range(1, EPOCHS + 1)), name
         assert all(np.isfinite(m.value) for m in history), name
     ba = client.get_metric_history(run.info.run_id, "val/balanced_accuracy")
     recalls = [client.get_metric_history(run.info.run_id, f"val/recall/{c}") for c in CLASS_KEYS]
@@ -73,8 +73,9 @@ def test_artifacts_and_predictions(finished_run):
     assert {"config.yaml", "val_predictions.csv", "confusion_matrix.png", "training_curves.png"} <= paths
     assert any(p.startswith("checkpoint/") and p.endswith(".pt") for p in paths)
     local = client.download_artifacts(rid, "val_predictions.csv", str(cwd))
-    preds = pd.read_csv(local)
-    assert list(preds.columns) == ["study_id", "level", "label", *CLASS_KEYS, "prediction"]
+    preds = pd.read_csv(local, keep_default_na=False)
+    assert list(preds.columns) == ["study_id", "level", "label", *CLASS_KEYS, "prediction", "source", "reason"]
+    preds = preds[preds["source"] == "model"]
     assert np.allclose(preds[list(CLASS_KEYS)].sum(1), 1, atol=1e-4)
     assert (preds["prediction"] == preds[list(CLASS_KEYS)].to_numpy().argmax(1)).all()
     recall_n = ((preds.prediction == 0) & (preds.label == 0)).sum() / max((preds.label == 0).sum(), 1)

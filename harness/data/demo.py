@@ -1,6 +1,6 @@
 """Deterministic synthetic RSNA 2024 lumbar spine dataset, written in the exact Kaggle layout.
 
-The demo stands in for the real competition data (shared/RSNA_DATA.md) wherever that is not
+The demo stands in for the real competition data (docs/data.md) wherever that is not
 reachable. Its heart is a learnable spinal canal signal on Sagittal T2/STIR: a bright CSF band
 that narrows at each disc level in proportion to that level's spinal canal stenosis label.
 Neural foramina (Sagittal T1) and lateral recesses (Axial T2) shrink with their labels too.
@@ -8,6 +8,11 @@ Neural foramina (Sagittal T1) and lateral recesses (Axial T2) shrink with their 
 All anatomy is laid out once per study in patient millimetres (DICOM LPS, midline at x = 0);
 every series samples it through its own pixel grid, so the DICOM geometry, the drawn anatomy
 and the coordinate file agree with each other by construction.
+
+It also carries the real files' quirks a reader has to survive: empty labels, labelled levels
+without a coordinate row (spinal ones at the real rate, mostly at the top two levels), unsorted
+coordinate rows, reversed instance numbers, second axial stacks, and one study whose spinal
+coordinate rows name its Sagittal T1 series (DEMO.json's "spinal_on_t1_study").
 """
 from __future__ import annotations
 
@@ -38,8 +43,11 @@ DEFAULT_SEED: int = 0
 PARALLEL_MIN_STUDIES = 32  # below this a process pool costs more to start (~1 s) than it saves
 
 GENERATOR = "rsna-harness demo"
-VERSION = 1
-MARKER = "DEMO.json"
+# Bumped whenever the same (studies, seed) would write different files, so is_current() reports a
+# demo written by an older generator as outdated (2: per-level spinal no-coordinate rates and the
+# study with its spinal points on Sagittal T1).
+DEMO_VERSION = 2
+MARKER = "DEMO.json"  # written last, so its presence means the dataset is complete
 
 SAG_T2, SAG_T1, AXIAL = "Sagittal T2/STIR", "Sagittal T1", "Axial T2"
 SPINAL, LEFT_FORAMEN, RIGHT_FORAMEN, LEFT_RECESS, RIGHT_RECESS = range(5)  # CONDITIONS order
@@ -47,14 +55,19 @@ CONDITION_KEYS = tuple(CONDITIONS)
 
 # ---- labels ---------------------------------------------------------------------------------
 # Marginal (Normal/Mild, Moderate, Severe) probabilities per condition and level, after
-# RSNA_DATA.md: spinal stenosis concentrates at L4/L5; foraminal ~78/18/4; subarticular ~72/19/9.5.
+# docs/data.md: spinal stenosis concentrates at L4/L5; foraminal ~78/18/4; subarticular ~72/19/9.5.
 _SPINAL = ((.955, .034, .011), (.90, .06, .04), (.85, .09, .06), (.78, .13, .09), (.94, .04, .02))
 _FORAMINAL = ((.78, .18, .04),) * 5
 _SUBARTICULAR = ((.715, .19, .095),) * 5
 LABEL_PROBS = np.array([_SPINAL, _FORAMINAL, _FORAMINAL, _SUBARTICULAR, _SUBARTICULAR])
 STUDY_LATENT = 0.6  # weight of the per-study degeneration latent: severities correlate in a study
 EMPTY_RATE = np.array([.0005, .001, .004, .026, .026])  # per condition, as in the real train.csv
-NO_COORD_RATE = .002  # labelled study/levels without any coordinate row
+NO_COORD_RATE = .002  # labelled study/levels without any coordinate row (not spinal)
+# Spinal per level, L1/L2 .. L5/S1. In the real data 1.2% of the labelled spinal levels have no
+# coordinate row, mostly at L1/L2 and L2/L3 (the top of the image, where annotators stopped short).
+# These average 1.2% over the (nearly all labelled) levels, 85% of it at the two top levels; the
+# floor of 0.3% below still lets a reader meet a missing lower level now and then.
+SPINAL_NO_COORD_RATE = (.036, .015, .003, .003, .003)
 
 # ---- anatomy: how much each severity narrows a structure ------------------------------------
 CANAL_NARROWING = ((0.0, 0.15), (0.45, 0.60), (0.80, 0.95))  # fraction of canal width removed
@@ -88,12 +101,15 @@ UID_NAMESPACE = "rsna-harness demo"
 # labels
 
 
-def _labels_for(studies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the train studies: (severity, no_coordinate), each shaped (study, condition,
-    level); severity is an index into SEVERITIES or -1 for an empty label."""
+def _labels_for(studies: int, seed: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Labels of the train studies: (severity, no_coordinate, spinal_on_t1). The first two are
+    shaped (study, condition, level); severity is an index into SEVERITIES or -1 for an empty
+    label. spinal_on_t1 is the index of the study whose spinal coordinate rows carry its Sagittal
+    T1 series, or None."""
     rng = np.random.default_rng(_seeds(seed, studies).labels)
     labels = _draw_labels(rng, studies)
-    return labels, _draw_missing_coords(rng, labels)
+    no_coord = _draw_missing_coords(rng, labels)
+    return labels, no_coord, _pick_spinal_on_t1(rng, labels, no_coord)
 
 
 def _draw_labels(rng: np.random.Generator, studies: int) -> np.ndarray:
@@ -110,11 +126,23 @@ def _draw_labels(rng: np.random.Generator, studies: int) -> np.ndarray:
 
 
 def _draw_missing_coords(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
-    missing = (rng.random(labels.shape) < NO_COORD_RATE) & (labels >= 0)
+    rate = np.full(labels.shape[1:], NO_COORD_RATE)
+    rate[SPINAL] = SPINAL_NO_COORD_RATE
+    missing = (rng.random(labels.shape) < rate) & (labels >= 0)
     if not missing[:, SPINAL].any():  # readers must meet a labelled level with no coordinate
         study, level = np.argwhere(labels[:, SPINAL] >= 0)[0]
         missing[study, SPINAL, level] = True
     return missing
+
+
+def _pick_spinal_on_t1(rng: np.random.Generator, labels: np.ndarray, no_coord: np.ndarray) -> int | None:
+    # In the real data one study's spinal canal coordinate rows carry the series_id of its
+    # Sagittal T1 instead of its Sagittal T2/STIR: a reader that trusts the row's series_id crops
+    # T1, one that picks the series by description finds no spinal point for that study. Every
+    # demo study has a Sagittal T1, so a candidate needs only a spinal coordinate row to move;
+    # with a single candidate there is none, so a tiny demo keeps spinal rows on T2 to learn from.
+    candidates = np.flatnonzero(((labels[:, SPINAL] >= 0) & ~no_coord[:, SPINAL]).any(-1))
+    return int(rng.choice(candidates)) if len(candidates) >= 2 else None
 
 
 @dataclass(frozen=True)
@@ -475,7 +503,7 @@ def _slice_dataset(series: Series, k: int, image: np.ndarray, sop_uid: str) -> D
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"RSNA_HARNESS_{VERSION}"
+    meta.ImplementationVersionName = f"RSNA_HARNESS_{DEMO_VERSION}"
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = MRImageStorage
@@ -550,8 +578,10 @@ def _plan_study(rng: np.random.Generator, series_ids: list[int], severity: np.nd
 
 
 def _make_study(rng: np.random.Generator, root: pathlib.Path, study_id: int, series_ids: list[int],
-                severity: np.ndarray, no_coord: np.ndarray, seed: int) -> _StudyOut:
-    """Plan, draw and write one study; returns its series rows and coordinate rows."""
+                severity: np.ndarray, no_coord: np.ndarray, seed: int,
+                spinal_on_t1: bool = False) -> _StudyOut:
+    """Plan, draw and write one study; returns its series rows and coordinate rows. With
+    spinal_on_t1 the spinal coordinate rows name the Sagittal T1 series (see _pick_spinal_on_t1)."""
     plan = _plan_study(rng, series_ids, severity)
     drawings = [(plan.t2, _draw_sagittal_t2), (plan.t1, _draw_sagittal_t1)]
     drawings += [(axial, _draw_axial) for axial in plan.axials]
@@ -561,28 +591,35 @@ def _make_study(rng: np.random.Generator, root: pathlib.Path, study_id: int, ser
 
     coord_rows = [(study_id, series.series_id, instance, CONDITIONS[CONDITION_KEYS[c]][0],
                    LEVEL_LABELS[level], x, y)
-                  for (c, level), (series, instance, x, y) in _coordinates(rng, plan).items()
+                  for (c, level), (series, instance, x, y) in _coordinates(rng, plan, spinal_on_t1).items()
                   if severity[c, level] >= 0 and not no_coord[c, level]]
     coord_rows = [coord_rows[i] for i in rng.permutation(len(coord_rows))]  # unsorted, like the real file
     all_series = sorted([plan.t2, plan.t1, *plan.axials], key=lambda s: s.series_id)
     return _StudyOut([(study_id, s.series_id, s.description) for s in all_series], coord_rows)
 
 
-def _coordinates(rng: np.random.Generator, plan: _StudyPlan) -> dict:
-    """(condition, level) -> (series, instance, x, y) where an annotator would click."""
+def _coordinates(rng: np.random.Generator, plan: _StudyPlan, spinal_on_t1: bool = False) -> dict:
+    """(condition, level) -> (series, instance, x, y) where an annotator would click; with
+    spinal_on_t1 the spinal points are the canal on Sagittal T1's mid slice instead of T2's."""
     anat, t2, t1 = plan.anat, plan.t2, plan.t1
 
     def noisy(col, row):
         return (round(float(col + rng.uniform(-2, 2)), 6), round(float(row + rng.uniform(-2, 2)), 6))
 
+    def midline(series: Series) -> int:
+        return int(np.argmin(np.abs([series.position(k)[0] for k in range(len(series.offsets))])))
+
     coords = {}
-    centre = int(np.argmin(np.abs([t2.position(k)[0] for k in range(len(t2.offsets))])))
+    centre = midline(t2)
     for lvl in range(5):
         z = anat.disc_z[lvl]
         k = centre
-        if rng.random() < OFF_CENTRE_INSTANCE_RATE:
+        if rng.random() < OFF_CENTRE_INSTANCE_RATE:  # drawn either way: the study's other draws stay put
             k += int(rng.choice([-1, 1]))
-        coords[SPINAL, lvl] = (t2, t2.instance(k), *noisy(*_sagittal_pixel(t2, anat.canal_y(z), z)))
+        # valid pixels on T1 too: its spacing keeps all five discs in view, the canal at 56-64% across
+        spinal_series, k = (t1, midline(t1)) if spinal_on_t1 else (t2, k)
+        coords[SPINAL, lvl] = (spinal_series, spinal_series.instance(k),
+                               *noisy(*_sagittal_pixel(spinal_series, anat.canal_y(z), z)))
         for side, condition in enumerate((LEFT_FORAMEN, RIGHT_FORAMEN)):
             x = anat.foramen_x if side == 0 else -anat.foramen_x
             k = int(np.argmin(np.abs([t1.position(j)[0] - x for j in range(len(t1.offsets))])))
@@ -644,7 +681,7 @@ def _write_dataset(root: pathlib.Path, studies: int, seed: int,
     study_ids = sorted(_distinct_ints(id_rng, studies, 10**6, 2**32, taken))
     test_id = _distinct_ints(id_rng, 1, 10**6, 2**32, taken)[0]
     series_ids = [_distinct_ints(id_rng, 4, 10**7, 2**32, taken) for _ in range(studies + 1)]
-    labels, no_coord = _labels_for(studies, seed)
+    labels, no_coord, spinal_on_t1 = _labels_for(studies, seed)
 
     test_rng = np.random.default_rng(seeds.test_study)
     hidden = _draw_labels(test_rng, 1)[0]
@@ -652,8 +689,8 @@ def _write_dataset(root: pathlib.Path, studies: int, seed: int,
                        np.zeros_like(hidden, bool), seed)
 
     series_rows, coord_rows = [], []
-    tasks = [(seeds.studies[i], root / TRAIN_IMAGES, study_id, series_ids[i], labels[i], no_coord[i], seed)
-             for i, study_id in enumerate(study_ids)]
+    tasks = [(seeds.studies[i], root / TRAIN_IMAGES, study_id, series_ids[i], labels[i], no_coord[i], seed,
+              i == spinal_on_t1) for i, study_id in enumerate(study_ids)]
     # closing: if progress() raises, the pool is shut down before the caller removes the folder
     with contextlib.closing(_train_studies(tasks, workers)) as outs:
         for i, out in enumerate(outs):
@@ -663,8 +700,21 @@ def _write_dataset(root: pathlib.Path, studies: int, seed: int,
                 progress(i + 1, studies)
 
     _write_csvs(root, study_ids, labels, series_rows, coord_rows, test)
-    (root / MARKER).write_text(json.dumps(
-        {"generator": GENERATOR, "version": VERSION, "studies": studies, "seed": seed}, indent=2) + "\n")
+    marker = {"generator": GENERATOR, "demo_version": DEMO_VERSION, "studies": studies, "seed": seed,
+              # the study_id whose spinal coordinate rows name its Sagittal T1 series (None: no such study)
+              "spinal_on_t1_study": None if spinal_on_t1 is None else study_ids[spinal_on_t1]}
+    (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def is_current(root: str | os.PathLike) -> bool:
+    """Whether `root` holds a complete demo written by this generator version: its marker exists and
+    states DEMO_VERSION. A built-in demo for which this is False is outdated and can be regenerated."""
+    try:
+        marker = json.loads((pathlib.Path(root) / MARKER).read_text())
+    except (OSError, ValueError):  # missing, unreadable or not JSON
+        return False
+    return (isinstance(marker, dict) and marker.get("generator") == GENERATOR
+            and marker.get("demo_version") == DEMO_VERSION)
 
 
 def _train_study(task) -> _StudyOut:

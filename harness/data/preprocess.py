@@ -25,7 +25,7 @@ OK, MISSING, UNREADABLE = 0, 1, 2  # per-slice status; MISSING and UNREADABLE be
 
 # DataConfig fields the deterministic part depends on (the cache's key); everything else is applied
 # per epoch and may change freely between runs that share a cache.
-PREPROCESS_FIELDS = ("condition", "num_slices", "slice_mode", "rescale", "intensity", "window_center",
+PREPROCESS_FIELDS = ("condition", "other_series_points", "num_slices", "slice_mode", "rescale", "intensity", "window_center",
                      "window_width", "multiwindow_collapse", "clahe_clip", "clahe_grid", "cache_resolution")
 
 
@@ -66,6 +66,8 @@ def window(cfg: DataConfig, cx: int, cy: int) -> tuple[int, int, int]:
 def preprocess_key(cfg: DataConfig, data_fp: str) -> str:
     """Fingerprint of everything that decides a prepared sample (dataset, settings, region reach)."""
     settings = {k: getattr(cfg, k) for k in PREPROCESS_FIELDS} | {"reach": reach(cfg), "data": data_fp}
+    if cfg.other_series_points == "drop":  # the samples as before the switch existed: keys stay valid
+        settings.pop("other_series_points")
     if cfg.intensity != "fixed_window":  # keep the key stable under irrelevant fields
         settings.pop("window_center"), settings.pop("window_width")
     if cfg.intensity != "multiwindow":

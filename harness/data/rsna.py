@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.data import schema
@@ -27,6 +28,10 @@ class SampleTable:
     samples: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)  # the first dropped row per reason, in words
+    # every labelled level (study_id, level, label) with `reason`: '' when it has a sample, else
+    # no_coordinate, other_series or missing_image. Kaggle scores all of them.
+    labelled: pd.DataFrame = field(default_factory=pd.DataFrame)
+    other_series_studies: list[int] = field(default_factory=list)  # studies with points on another series type
 
     def image_path(self, study_id: int, series_id: int, instance: int) -> Path:
         # ids are validated integers (read_csv below), so they are safe to become path parts
@@ -39,7 +44,7 @@ def read_checked_csv(root: Path, name: str, columns: tuple[str, ...],
     paths); a missing or malformed file is a one-line DataError naming it."""
     path = root / name
     if not path.is_file():
-        raise DataError(f"{path}: file not found (expected the Kaggle layout, see RSNA_DATA.md)")
+        raise DataError(f"{path}: file not found (expected the Kaggle layout, see docs/data.md)")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -56,12 +61,20 @@ def read_checked_csv(root: Path, name: str, columns: tuple[str, ...],
     return df
 
 
-def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis") -> SampleTable:
+OTHER_SERIES = ("drop", "use")  # data.other_series_points
+
+
+def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis",
+                 other_series_points: str = "drop") -> SampleTable:
     """Read and join the CSVs; empty labels, rows without a coordinate and rows whose labelled
-    DICOM file is missing are dropped and counted."""
+    DICOM file is missing are dropped and counted. A level whose only points lie on a series of
+    another type (spinal points on Sagittal T1, say) is dropped as the notebooks did
+    (`other_series_points="drop"`), or sampled on that series (`"use"`)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
+    if other_series_points not in OTHER_SERIES:
+        raise ValueError(f"other_series_points must be one of {OTHER_SERIES}, got {other_series_points!r}")
     coord_name, series_desc = schema.CONDITIONS[condition]
     columns = tuple(f"{condition}_{lvl}" for lvl in schema.LEVELS)
     train = read_checked_csv(root, schema.TRAIN_CSV, ("study_id",) + columns, ("study_id",))
@@ -79,48 +92,77 @@ def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis") -> 
                         f"{unknown['severity'].iloc[0]!r}; expected one of {', '.join(schema.SEVERITIES)}")
     labels["label"] = labels["severity"].map(schema.SEVERITIES.index).astype("int64")
 
-    # coordinates of this condition on its series description
+    # coordinates of this condition, on its series description or (listed) on another one
     coords = coords.merge(series, on=["study_id", "series_id"], how="left")
-    coords = coords[(coords["condition"] == coord_name) & (coords["series_description"] == series_desc)].copy()
+    coords = coords[coords["condition"] == coord_name].copy()
     level_of = dict(zip(schema.LEVEL_LABELS, schema.LEVELS))
     coords["level"] = coords["level"].map(level_of)
     try:
         coords["x"], coords["y"] = coords["x"].astype(float), coords["y"].astype(float)
     except ValueError:
         raise DataError(f"{root / schema.COORDS_CSV}: columns 'x' and 'y' must hold numbers") from None
+    expected = coords[coords["series_description"] == series_desc]
+    other = coords[coords["series_description"].notna() & (coords["series_description"] != series_desc)]
+    other = other[~_keys(other).isin(_keys(expected))]  # a level with a point on its own series keeps that one
+    used = pd.concat([expected, other]) if other_series_points == "use" else expected
 
     merged = labels[["study_id", "level", "label"]].merge(
-        coords[["study_id", "level", "series_id", "instance_number", "x", "y"]], on=["study_id", "level"], how="left")
+        used[["study_id", "level", "series_id", "instance_number", "x", "y"]], on=["study_id", "level"], how="left")
     no_coord = merged["series_id"].isna()
+    on_other = no_coord & _keys(merged).isin(_keys(other))
+    unseen = merged[no_coord].assign(reason=np.where(on_other[no_coord], "other_series", "no_coordinate"))
     merged = merged[~no_coord].astype({"series_id": "int64", "instance_number": "int64"})
 
     table = SampleTable(root, condition, merged)
     paths = [table.image_path(r.study_id, r.series_id, r.instance_number) for r in merged.itertuples()]
     exists = [path.is_file() for path in paths]
-    table.examples = _drop_examples(root, melted, empty, labels, merged, paths, exists)
+    table.examples = _drop_examples(root, condition, melted, empty, unseen, paths, exists, other)
     merged = merged[pd.Series(exists, index=merged.index, dtype=bool)].reset_index(drop=True)
     merged["level_idx"] = merged["level"].map(schema.LEVELS.index).astype("int64")
     table.samples = merged[list(SAMPLE_COLUMNS)]
-    table.dropped = {"empty_label": int(empty.sum()), "no_coordinate": int(no_coord.sum()),
-                     "missing_image": int(len(exists) - sum(exists))}
+    table.labelled = _labelled(labels, table.samples, unseen)
+    table.dropped = {"empty_label": int(empty.sum()), "no_coordinate": int((~on_other[no_coord]).sum()),
+                     "other_series": int(on_other.sum()), "missing_image": int(len(exists) - sum(exists))}
+    table.other_series_studies = sorted(int(s) for s in other["study_id"].unique())
     if table.samples.empty:
         raise DataError(f"{root}: no usable {condition} samples (labels with a coordinate on {series_desc} "
                         f"and an image file)")
     return table
 
 
-def _drop_examples(root: Path, melted: pd.DataFrame, empty: pd.Series, labels: pd.DataFrame,
-                   with_coord: pd.DataFrame, paths: list[Path], exists: list[bool]) -> dict[str, str]:
+def _keys(df: pd.DataFrame) -> pd.Series:
+    """'study_level' strings: the identity of a labelled level (Kaggle's row_id less the condition)."""
+    return df["study_id"].astype(str) + "_" + df["level"].astype(str)
+
+
+def _labelled(labels: pd.DataFrame, samples: pd.DataFrame, unseen: pd.DataFrame) -> pd.DataFrame:
+    """Every labelled level of the condition once, with why it has no sample ('' when it has one)."""
+    out = labels[["study_id", "level", "label"]].reset_index(drop=True)
+    keys = _keys(out)
+    reason = pd.Series("missing_image", index=out.index)  # had a coordinate, but no file to read
+    unseen_reason = dict(zip(_keys(unseen), unseen["reason"]))
+    reason[keys.isin(unseen_reason)] = keys[keys.isin(unseen_reason)].map(unseen_reason)
+    reason[keys.isin(_keys(samples))] = ""
+    return out.assign(reason=reason)
+
+
+def _drop_examples(root: Path, condition: str, melted: pd.DataFrame, empty: pd.Series, unseen: pd.DataFrame,
+                   paths: list[Path], exists: list[bool], other: pd.DataFrame) -> dict[str, str]:
     """One named example per drop reason, so a run's opening lines say where to look."""
     out = {}
     if empty.any():
         all_empty = empty.groupby(melted["study_id"]).all()
         study = all_empty[all_empty].index.min() if all_empty.any() else melted.loc[empty.idxmax(), "study_id"]
-        out["empty_label"] = f"study {study} has no label at all" if all_empty.any() else f"first: study {study}"
-    joined = labels[["study_id", "level"]].merge(with_coord[["study_id", "level"]], how="left", indicator=True)
-    no_coord = joined[joined["_merge"] == "left_only"]
+        # only this condition's five columns were read: the study's other conditions may be labelled
+        out["empty_label"] = (f"study {study} has no {condition} label at any level" if all_empty.any()
+                              else f"first: study {study}")
+    no_coord = unseen[unseen["reason"] == "no_coordinate"]
     if len(no_coord):
         out["no_coordinate"] = f"first: study {no_coord['study_id'].iloc[0]} {no_coord['level'].iloc[0]}"
+    if len(other):
+        row = other.sort_values(["study_id", "level"]).iloc[0]
+        out["other_series"] = (f"first: study {row['study_id']} {row['level']} on {row['series_description']} "
+                               f"series {row['series_id']}")
     missing = [p for p, ok in zip(paths, exists) if not ok]
     if missing:
         folder = missing[0].parent

@@ -1,4 +1,4 @@
-"""Names and strings of the real Kaggle layout (shared/RSNA_DATA.md), in one place."""
+"""Names and strings of the real Kaggle layout (docs/data.md), in one place."""
 
 LEVELS = ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1")
 LEVEL_LABELS = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")  # as train_label_coordinates.csv spells them

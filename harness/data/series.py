@@ -1,7 +1,7 @@
 """Which files are a labelled slice's neighbours: by instance number, or in true spatial order.
 
 'instance' mode is the notebooks' (VARIANTS.md §1.5): instance numbers centre-k .. centre+k.
-'position' mode follows RSNA_DATA.md: instance numbers need not follow anatomy, the projection of
+'position' mode follows docs/data.md: instance numbers need not follow anatomy, the projection of
 ImagePositionPatient on the slice normal does. Both return 2k+1 entries centred on the labelled
 slice, None where there is no slice, so the caller pads with blank slices exactly as it does for
 a missing file and the centre stays in the middle.
