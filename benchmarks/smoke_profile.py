@@ -4,7 +4,9 @@ with the notebook's learning rates and augmentation put back one at a time, side
     python benchmarks/smoke_profile.py [--out benchmarks/smoke_profile.json]
 
 Each arm is a real `harness run` in one temporary folder (one demo, one store); the figures are
-the selected epoch's (best/*). The README's "Profiles" paragraph quotes them.
+the selected epoch's (best/*). The README's "Profiles" paragraph quotes them. The thread count is
+pinned at 2, what `harness run` chooses on an idle 2-core machine: the count changes a run's last
+bits, and so, over 8 epochs, its BA (README "Threads").
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def main():
         env.pop("RSNA_DATA_DIR", None)
         client = MlflowClient(f"sqlite:///{Path(tmp) / 'mlruns' / 'mlflow.db'}")
         for name, sets in ARMS.items():
-            command = ["harness", "run", "v9", "--fold", "0", *sets]
+            command = ["harness", "run", "v9", "--fold", "0", *sets, "--set", "train.threads=2"]
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "harness", *command[1:]], cwd=tmp, env=env, check=True,
                            stdout=subprocess.DEVNULL)
@@ -53,6 +55,7 @@ def main():
                          "recalls": [round(m[f"best/recall/{k}"], 3) for k in ("normal_mild", "moderate", "severe")],
                          "competition_score_spinal": round(m["best/competition_score_spinal"], 4),
                          "tta_balanced_accuracy": round(m.get("tta/balanced_accuracy", float("nan")), 3),
+                         "threads": run.data.tags.get("harness.threads"),
                          "seconds": round(seconds, 1)})
             print(json.dumps(rows[-1]))
     Path(args.out).write_text(json.dumps({"runs": rows}, indent=2) + "\n")

@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 
 from harness.data.schema import CONDITIONS  # constants only: costs nothing at start-up
-from harness.errors import DataError, HarnessError, UsageError
+from harness.errors import HarnessError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,18 +21,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+DEMO_STUDIES, DEMO_SEED = 120, 0  # harness.data.demo's defaults, here so --help costs no import (a test ties them)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="harness", description="Experiment-tracked harness for the RSNA 2024 lumbar-spine classifier.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _Parser(prog="harness", description="Experiment-tracked harness for the RSNA 2024 lumbar-spine classifier.",
+                epilog="`harness COMMAND --help` describes one command. Start with `harness run v9 --fold 0` (the "
+                       "built-in demo data), then `harness ui`.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="train one variant on one fold, tracked in MLflow")
     run.add_argument("variant", help="registered variant, e.g. v9 (see `harness variants`)")
     run.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
-    run.add_argument("--data-dir", help="dataset root in the Kaggle layout (default $RSNA_DATA_DIR, else the demo)")
-    run.add_argument("--profile", help="smoke or full (default: smoke on the demo data, full on real data)")
-    run.add_argument("--config", help="YAML file of config overrides")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one config key (dotted, YAML-typed); repeatable")
+    _config_arguments(run)
     run.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
     run.add_argument("--devices", type=int, metavar="N",
                      help="train with DistributedDataParallel over N processes, one per GPU (gloo on CPU); "
@@ -40,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID|FILE",
                      help="continue an unfinished run after its last completed epoch: alone, the latest of this "
                           "variant, fold and config (a new run if there is none); or the run id or checkpoint named")
+
+    cfg = sub.add_parser("config", help="print a variant's resolved config: every key, its value, where it came "
+                                        "from, and what it means")
+    cfg.add_argument("variant", help="registered variant, e.g. v9")
+    cfg.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
+    _config_arguments(cfg)
+    cfg.add_argument("--json", action="store_true", help="one JSON list of {key, value, source, doc}")
 
     cmp = sub.add_parser("compare", help="compare finished runs per class, with intervals and paired tests")
     cmp.add_argument("variants", nargs="*", help="variants to compare, baseline first (e.g. v4 v8 v9)")
@@ -71,17 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     var = sub.add_parser("variants", help="list the registered variants")
     var.add_argument("--json", action="store_true", help="machine-readable output")
 
-    data = sub.add_parser("data", help="dataset tools")
-    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    data = sub.add_parser("data", help="dataset tools: demo, check")
+    dsub = data.add_subparsers(dest="data_command", metavar="{demo,check}", required=True, parser_class=_Parser)
     demo = dsub.add_parser("demo", help="write the synthetic demo dataset in the Kaggle layout")
-    demo.add_argument("--out", help="output folder (default: the harness's own demo location)")
-    demo.add_argument("--studies", type=int, help="number of studies")
-    demo.add_argument("--seed", type=int, help="generator seed")
+    demo.add_argument("--out", help="output folder (default: $HARNESS_HOME/demo, i.e. ./.harness/demo, where "
+                                    "`harness run` looks)")
+    demo.add_argument("--studies", type=int, default=DEMO_STUDIES, help=f"number of studies (default {DEMO_STUDIES})")
+    demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"generator seed (default {DEMO_SEED})")
     check = dsub.add_parser("check", help="report what in a dataset is usable and whether a run can start")
-    check.add_argument("--data-dir", required=True, help="dataset root in the Kaggle layout")
+    check.add_argument("--data-dir", help="dataset root in the Kaggle layout (default $RSNA_DATA_DIR, else the "
+                                          "built-in demo, as `harness run`)")
     check.add_argument("--condition", default="spinal_canal_stenosis", choices=list(CONDITIONS),
                        help="condition the verdict is for (default spinal_canal_stenosis)")
-    check.add_argument("--workers", type=int, help="decoding processes (default: all CPU cores)")
+    check.add_argument("--workers", type=int, help="decoding processes (default: the free CPU cores)")
     check.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     ui = sub.add_parser("ui", help="the MLflow UI on the harness's store")
@@ -90,15 +100,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_run(args, console: Console) -> int:
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    """The config layers `run` and `config` share."""
+    p.add_argument("--data-dir", help="dataset root in the Kaggle layout (default $RSNA_DATA_DIR, else the demo)")
+    p.add_argument("--profile", help="smoke or full (default: smoke on the demo data, full on real data)")
+    p.add_argument("--config", help="YAML file of config overrides")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (dotted, YAML-typed; `harness config VARIANT` lists them); "
+                        "repeatable")
+
+
+def _run_sets(args) -> dict:
     from harness.config import parse_set
-    from harness.runner import describe, execute, execute_distributed, find_resume, prepare
 
     sets = parse_set(args.set)
-    if args.seed is not None:
+    if getattr(args, "seed", None) is not None:
         sets["train.seed"] = args.seed
-    if args.devices is not None:
+    if getattr(args, "devices", None) is not None:
         sets["train.devices"] = args.devices
+    return sets
+
+
+def check_run_arguments(args, sets: dict):
+    """Everything about a run that can be wrong without reading data, checked before torch, MLflow
+    and albumentations are imported: the variant, fold, profile, config file, --set keys, types and
+    values, and the weights file. Returns the variant and the resolved config."""
+    from harness.registry import get_variant
+    from harness.run_config import build_config, default_profile
+
+    variant = get_variant(args.variant)
+    profile = args.profile or default_profile(args.data_dir)
+    return variant, build_config(variant, args.fold, profile, args.config, sets, args.data_dir)
+
+
+def cmd_run(args, console: Console) -> int:
+    sets = _run_sets(args)
+    check_run_arguments(args, sets)
+    from harness.runner import describe, execute, execute_distributed, find_resume, prepare
+
     plan = prepare(args.variant, args.fold, args.data_dir, args.profile, args.config, sets, console)
     describe(plan, console)
     point = find_resume(plan, args.resume, console) if args.resume else None
@@ -108,7 +147,48 @@ def cmd_run(args, console: Console) -> int:
     return 0
 
 
+def cmd_config(args, console: Console) -> int:
+    from harness import config_view
+
+    sets = _run_sets(args)
+    variant, cfg = check_run_arguments(args, sets)
+    table = config_view.rows(variant, cfg, args.config, sets)
+    if args.json:
+        print(json.dumps([r | {"value": config_view.as_plain(r["value"])} for r in table], indent=2))
+    else:
+        console.print(f"[bold]{cfg.variant}[/] fold {cfg.fold}, profile {cfg.profile}: {len(table)} keys "
+                      "(set one with --set KEY=VALUE)")
+        config_view.print_rows(table, console)
+    return 0
+
+
+def check_compare_arguments(args) -> None:
+    """Names, duplicates, the baseline and --run-missing's config, before MLflow is imported."""
+    from harness.registry import get_variant
+
+    if not args.variants and not args.runs:
+        raise UsageError("compare: name at least two variants (e.g. v4 v8 v9) or --runs RUN_ID ...")
+    twice = sorted({v for v in args.variants if args.variants.count(v) > 1})
+    if twice:
+        raise UsageError(f"compare: {', '.join(twice)} named twice; name each variant once (two runs of one "
+                         "variant: --runs RUN_ID RUN_ID)")
+    if len(args.variants) == 1 and not args.runs:
+        raise UsageError(f"compare: {args.variants[0]} alone; name at least two variants")
+    for name in args.variants:
+        get_variant(name)  # an unknown name is a one-line error before anything is read
+    if args.baseline and args.variants and args.baseline not in args.variants:
+        raise UsageError(f"--baseline {args.baseline}: not among the compared variants ({', '.join(args.variants)})")
+    if args.run_missing:
+        from harness.config import parse_set
+        from harness.run_config import build_config, default_profile
+
+        sets, profile = parse_set(args.set), args.profile or default_profile(args.data_dir)
+        for name in args.variants:
+            build_config(get_variant(name), args.fold, profile, None, sets, args.data_dir)
+
+
 def cmd_compare(args, console: Console) -> int:
+    check_compare_arguments(args)
     from pathlib import Path
 
     from mlflow.tracking import MlflowClient
@@ -116,12 +196,7 @@ def cmd_compare(args, console: Console) -> int:
     from harness import tracking
     from harness.compare import compare, find_runs
     from harness.compare_output import log_comparison_run, print_report, write_files
-    from harness.registry import get_variant
 
-    if not args.variants and not args.runs:
-        raise UsageError("compare: name at least two variants (e.g. v4 v8 v9) or --runs RUN_ID ...")
-    for name in args.variants:
-        get_variant(name)  # an unknown name is a one-line error before anything is read
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
     out = Console(stderr=True) if args.json else console  # keep stdout for the JSON
     client = MlflowClient(tracking.ensure_store())
@@ -160,18 +235,35 @@ def cmd_compare(args, console: Console) -> int:
     return 0
 
 
-def cmd_tune(args, console: Console) -> int:
+def check_tune_arguments(args):
+    """The spec file (keys, objective metric, space), the storage URL, the counts and the spec against
+    the run config it will train with, before torch and MLflow are imported. Returns the spec."""
     from harness.config import parse_set
-    from harness.tuning import TuneArgs, check_storage_url, tune, worker_main
-    from harness.tuning_spec import load_spec
+    from harness.registry import get_variant
+    from harness.run_config import build_config, default_profile
+    from harness.tuning_spec import check_spec, load_spec
 
     spec = load_spec(args.spec)
-    check_storage_url(args.storage)
+    if args.storage and "://" not in args.storage:
+        raise UsageError(f"--storage {args.storage}: expected an SQLAlchemy URL such as postgresql://user@host/db")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     trials = args.trials if args.trials is not None else spec.trials
     if trials < 1:
         raise UsageError(f"--trials must be at least 1, got {trials}")
+    profile = args.profile or default_profile(args.data_dir)
+    base = build_config(get_variant(spec.variant), spec.fold, profile, None, dict(spec.fixed) | parse_set(args.set),
+                        args.data_dir)
+    check_spec(spec, base)
+    return spec, trials
+
+
+def cmd_tune(args, console: Console) -> int:
+    from harness.config import parse_set
+
+    spec, trials = check_tune_arguments(args)
+    from harness.tuning import TuneArgs, tune, worker_main
+
     targs = TuneArgs(trials, args.storage, args.workers, args.data_dir, args.profile, parse_set(args.set), args.set)
     if args.worker_trials is not None:
         worker_main(spec, targs, args.worker_trials, args.worker_index, console)
@@ -201,33 +293,29 @@ def cmd_data(args, console: Console) -> int:
 def _data_demo(args, console: Console) -> int:
     from pathlib import Path
 
-    from harness.data import demo
     from harness.runner import harness_home, write_demo
 
     out = Path(args.out) if args.out else harness_home() / "demo"
-    studies = args.studies if args.studies is not None else demo.DEFAULT_STUDIES
-    seed = args.seed if args.seed is not None else demo.DEFAULT_SEED
+    studies, seed = args.studies, args.seed
     write_demo(out, console, studies, seed)
     console.print(f"wrote {studies} demo studies (seed {seed}) to {out}")
     return 0
 
 
 def _data_check(args, console: Console) -> int:
-    from pathlib import Path
 
     from rich.progress import Progress
 
-    from harness.data.check import check_dataset, print_report
-
-    root = Path(args.data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(f"--data-dir {args.data_dir}: no such folder")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    err = Console(stderr=True)  # the bar stays off stdout, which may be --json
+    from harness.data.check import check_dataset, print_report
+    from harness.runner import resolve_data
+
+    err = Console(stderr=True)  # messages stay off stdout, which may be --json
+    root, _ = resolve_data(args.data_dir, err)  # as `harness run`: --data-dir, $RSNA_DATA_DIR, else the demo
     with Progress(console=err, transient=True, disable=not (err.is_terminal or err.is_jupyter)) as bar:
         task = bar.add_task("decoding labelled files", total=None)
-        report = check_dataset(root.resolve(), args.condition, args.workers,
+        report = check_dataset(root, args.condition, args.workers,
                                progress=lambda done, total: bar.update(task, completed=done, total=total))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -245,24 +333,37 @@ def cmd_ui(args, console: Console) -> int:
     if uri == tracking.default_uri():
         cmd += ["--default-artifact-root", tracking.artifact_root().as_uri()]
     console.print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
+    console.print("first visit: click 'Model training' at the top left (MLflow 3 opens in GenAI mode), or open:")
+    for name, link in tracking.ui_links(f"http://{args.host}:{args.port}"):
+        console.print(f"  {name}: {link}", soft_wrap=True)
     sys.stdout.flush()
     os.execv(sys.executable, cmd)  # replace this process: signals go straight to the server
     return 0
 
 
-COMMANDS = {"run": cmd_run, "compare": cmd_compare, "tune": cmd_tune, "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "config": cmd_config, "compare": cmd_compare, "tune": cmd_tune,
+            "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False, soft_wrap=True)
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # bare `harness`: what it can do, as git and pip answer
+            parser.print_help()
+            return 0
         return COMMANDS[args.command](args, console)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (run_states.Stopped)
-        print("stopped by SIGTERM" if getattr(exc, "exit_code", None) == 143 else "interrupted", file=sys.stderr)
+        # a command that already said what stopped and how to go on sets `message` ("" for silence)
+        message = getattr(exc, "message", None)
+        if message is None:
+            message = "stopped by SIGTERM" if getattr(exc, "exit_code", None) == 143 else "interrupted"
+        if message:
+            print(message, file=sys.stderr)
         return getattr(exc, "exit_code", 130)
 
 

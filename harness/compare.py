@@ -63,7 +63,10 @@ def _search(client: MlflowClient, variant: str, fold: int) -> list:
     experiments = [e.experiment_id for e in client.search_experiments()]
     query = (f"tags.`harness.variant` = '{variant}' and tags.`harness.fold` = '{fold}' "
              "and attributes.status = 'FINISHED'")
-    return client.search_runs(experiments, query, order_by=["attributes.start_time DESC"]) if experiments else []
+    runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"]) if experiments else []
+    # a study's parent run carries the variant and fold too, but no predictions (a tag filter with != would
+    # also drop the runs that have no harness.kind tag at all)
+    return [r for r in runs if r.data.tags.get("harness.kind") != "study"]
 
 
 def load_run(client: MlflowClient, run) -> RunRecord:

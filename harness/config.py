@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from harness.data.augment import RECIPES
+from harness.data.recipe_names import RECIPE_NAMES
 from harness.data.schema import CONDITIONS
 from harness.errors import UsageError
 
@@ -99,7 +99,7 @@ class DataConfig:
     cache_dir: str | None = None
     """Folder of the preprocessing cache; None: $HARNESS_HOME/cache."""
     num_workers: int = 0
-    """DataLoader worker processes (the cache build uses every core regardless); kept alive across epochs."""
+    """DataLoader worker processes (the cache build uses the free cores regardless); kept alive across epochs."""
     prefetch_factor: int = 4
     """Batches each loader worker prepares ahead (with num_workers > 0), so a GPU step never waits."""
     num_folds: int = 5
@@ -120,9 +120,9 @@ class DataConfig:
         _choice("data.sampler", self.sampler, ("shuffle", "weighted", "progressive"))
         _choice("data.augment_api", self.augment_api, ("1.x", "2.x"))
         for key in ("augment", "strong_augment"):
-            _choice(f"data.{key}", getattr(self, key), tuple(RECIPES))
+            _choice(f"data.{key}", getattr(self, key), RECIPE_NAMES)
         for recipe in self.tta:
-            _choice("data.tta", recipe, tuple(RECIPES))
+            _choice("data.tta", recipe, RECIPE_NAMES)
         if self.channels == "stack" and self.intensity == "multiwindow" and not self.multiwindow_collapse:
             raise UsageError("data.channels=stack needs one grey channel per slice; it cannot carry "
                              "intensity=multiwindow with multiwindow_collapse=false")
@@ -302,6 +302,8 @@ class TrainConfig:
     """torch.compile the model on CUDA (minutes of compilation first; worth it for long runs). Inert on CPU."""
     deterministic: bool = False
     """Deterministic CUDA kernels, and no cuDNN autotuning (cudnn.benchmark is on otherwise). Slower."""
+    threads: int = 0
+    """0: chosen at start from the free cores (harness.threads); N: exactly N intra-op threads."""
 
     def __post_init__(self):
         _choice("train.amp_dtype", self.amp_dtype, ("auto", "bf16", "fp16"))
@@ -323,6 +325,8 @@ class TrainConfig:
             raise UsageError("train.freeze_epochs must be >= 0, train.mixup_prob in [0, 1], train.mixup_alpha > 0")
         if self.swa_start_epoch is not None and self.swa_start_epoch < 0:
             raise UsageError(f"train.swa_start_epoch must be >= 0, got {self.swa_start_epoch}")
+        if self.threads < 0:
+            raise UsageError(f"train.threads must be >= 0 (0: chosen from the free cores), got {self.threads}")
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def shard(loader: DataLoader) -> DataLoader:
     """This rank's share of an evaluation loader: samples rank, rank+N, ... in order."""
     subset = Subset(loader.dataset, range(rank(), len(loader.dataset), world_size()))
     return DataLoader(subset, batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
-                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
 
 
 def unshard(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -118,8 +118,8 @@ def _join(rank_: int, world: int, port: int, use_cuda: bool):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if use_cuda:
         torch.cuda.set_device(rank_)
-    else:  # the CPU ranks share the cores instead of each starting one thread per core
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    # intra-op threads: the parent chose them for every rank (runner.thread_choice), so the CPU ranks
+    # share the free cores; runner.execute / runner.follow apply them
     dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank_, world_size=world)
     _cpu_group = dist.new_group(backend="gloo") if use_cuda else dist.group.WORLD
 

@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display anywhere the harness runs
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 from harness.data.schema import CLASS_KEYS, SEVERITIES
@@ -24,6 +25,7 @@ def curves(history: list[dict[str, float]], title: str):
     axes[2].set_title("validation balanced accuracy")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
     axes[0].legend()
     axes[1].legend()
@@ -56,47 +58,58 @@ def confusion(matrix: np.ndarray, title: str):
 
 
 # ------------------------------------------------------------------ harness compare
-def ba_curves(histories: dict):
+def ba_curves(histories: dict, title: str = ""):
     """Validation BA per epoch of several variants, overlaid (history: DataFrame indexed by epoch)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, history in histories.items():
         ax.plot(history.index, history["balanced_accuracy"], marker="o", ms=3, label=name)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation balanced accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def recall_intervals(summaries: list[dict]):
-    """Per-class recall and BA of each variant with their 95% bootstrap intervals."""
-    keys = [*CLASS_KEYS, "balanced_accuracy"]
-    labels = [*SEVERITIES, "BA"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+def _interval_bars(ax, x, values: list[dict], width: float, color: str, label: str):
+    """Bars at the estimates with error bars from low to high."""
+    mid = np.array([v["estimate"] for v in values])
+    err = np.array([[v["estimate"] - v["low"] for v in values], [v["high"] - v["estimate"] for v in values]])
+    ax.bar(x, mid, width, yerr=err, capsize=3, color=color, label=label)
+
+
+def recall_intervals(summaries: list[dict], title: str = ""):
+    """Per-class recall (left panel) and BA (right panel) of each variant with their 95% bootstrap intervals."""
+    fig, (rec, ba) = plt.subplots(1, 2, figsize=(10, 4.8), layout="constrained", gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / max(len(summaries), 1)
     for i, s in enumerate(summaries):
-        values = [s["recall"][k] if k in s["recall"] else s[k] for k in keys]
-        x = np.arange(len(keys)) + i * width
-        mid = np.array([v["estimate"] for v in values])
-        err = np.array([[v["estimate"] - v["low"] for v in values], [v["high"] - v["estimate"] for v in values]])
-        ax.bar(x, mid, width, yerr=err, capsize=3, label=s["variant"])
-    ax.set_xticks(np.arange(len(keys)) + width * (len(summaries) - 1) / 2, labels)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("recall (95% interval)")
-    ax.legend()
-    fig.tight_layout()
+        color = f"C{i}"  # one colour per variant in both panels
+        _interval_bars(rec, np.arange(len(CLASS_KEYS)) + i * width, [s["recall"][c] for c in CLASS_KEYS], width,
+                       color, s["variant"])
+        _interval_bars(ba, [i], [s["balanced_accuracy"]], 0.6, color, s["variant"])
+    rec.set_xticks(np.arange(len(CLASS_KEYS)) + width * (len(summaries) - 1) / 2, SEVERITIES)
+    rec.set_ylabel("recall (95% interval)")
+    ba.set_xticks(range(len(summaries)), [s["variant"] for s in summaries])
+    ba.set_ylabel("balanced accuracy (95% interval)")
+    for ax in (rec, ba):
+        ax.set_ylim(0, 1.05)  # headroom: an interval capped at 1.0 keeps its cap in view
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(*rec.get_legend_handles_labels(), loc="outside lower center", ncol=max(len(summaries), 1))
+    fig.suptitle(title)
     return fig
 
 
-def confusions(pairs: dict):
+def confusions(pairs: dict, title: str = ""):
     """Confusion matrices side by side: name -> (labels, predictions)."""
     from sklearn.metrics import confusion_matrix
 
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False)
+    # square matrices in a wide, low figure lost their "predicted" labels: a taller figure, constrained layout
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 4.8), squeeze=False, layout="constrained")
     for ax, (name, (y, pred)) in zip(axes[0], pairs.items()):
         draw_confusion(ax, confusion_matrix(y, pred, labels=[0, 1, 2]), ["N", "M", "S"], name, fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(title)
     return fig
 
 

@@ -1,5 +1,9 @@
 """The variant registry: `@register_variant` on a small factory fills it on import (like timm's
-model registry); packages outside this repo add variants through the `harness.variants` entry-point group."""
+model registry); packages outside this repo add variants through the `harness.variants` entry-point group.
+
+Importing the registry and the bundled variants costs no torch: a variant names its model builder
+and prediction rule as 'module:function' strings, imported on first use, so listing the variants and
+checking a command's arguments take a fraction of a second."""
 from __future__ import annotations
 
 import difflib
@@ -8,13 +12,13 @@ import pkgutil
 import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from harness.config import Config, apply_overrides
 from harness.errors import UsageError
-from harness.predictions import softmax_logits
+
+if TYPE_CHECKING:
+    import torch
 
 ENTRY_POINT_GROUP = "harness.variants"
 
@@ -27,20 +31,39 @@ class Variant:
     description: str
     defaults: Callable[[], Config]
     """The variant's config as its notebook ran (VARIANTS.md)."""
-    build_model: Callable[[Config], torch.nn.Module]
-    """Config -> module whose forward(image, level) returns a dict with at least 'logits'."""
-    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor] = softmax_logits
-    """Model outputs -> class probabilities (B, 3) (harness.predictions); softmax of the logits by default."""
+    model_builder: Callable[[Config], "torch.nn.Module"] | str
+    """Config -> module whose forward(image, level) returns a dict with at least 'logits'; or its
+    'module:function' path."""
+    prediction: Callable[[dict[str, "torch.Tensor"]], "torch.Tensor"] | str = "harness.predictions:softmax_logits"
+    """Model outputs -> class probabilities (B, 3) (harness.predictions), or its path; softmax by default."""
+
+    def build_model(self, cfg: Config) -> "torch.nn.Module":
+        return _resolve(self.model_builder)(cfg)
+
+    @property
+    def predict(self) -> Callable[[dict[str, "torch.Tensor"]], "torch.Tensor"]:
+        return _resolve(self.prediction)
+
+
+def _resolve(ref: Callable | str) -> Any:
+    """A callable, or the object a 'module:attribute' string names (imported now)."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, Variant] = {}
 _discovered = False
 
 
-def register_variant(name: str, description: str, **hooks):
-    """Decorator on a defaults factory: `@register_variant("v9", "...", build_model=...)`."""
+def register_variant(name: str, description: str, build_model: Callable | str,
+                     predict: Callable | str = "harness.predictions:softmax_logits"):
+    """Decorator on a defaults factory: `@register_variant("v9", "...", build_model="pkg.mod:build")`.
+    A callable works too; a 'module:function' string keeps torch out of the import."""
     def wrap(defaults: Callable[[], Config]):
-        _REGISTRY[name] = Variant(name=name, description=description, defaults=defaults, **hooks)
+        _REGISTRY[name] = Variant(name=name, description=description, defaults=defaults,
+                                  model_builder=build_model, prediction=predict)
         return defaults
     return wrap
 
@@ -67,9 +90,12 @@ def list_variants() -> list[str]:
 def summarise(name: str) -> dict:
     """Name, description, parameter count and per-group sizes of a variant's model as its notebook
     built it (random weights: nothing is loaded or downloaded)."""
+    import torch
+
     variant = get_variant(name)
     cfg = apply_overrides(variant.defaults(), {"model.pretrained": False}, "summary")
-    model = variant.build_model(cfg)
+    with torch.device("meta"):  # shapes without memory or initialisation: counting is all this needs
+        model = variant.build_model(cfg)
     groups = {group: sum(p.numel() for p in params) for group, params in model.param_groups().items()}
     return {"name": name, "description": variant.description, "parameters": sum(groups.values()),
             "architecture": " -> ".join(groups), "groups": groups, "backbone": cfg.model.backbone,

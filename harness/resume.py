@@ -27,8 +27,10 @@ from harness.trainer import Hook, Trainer
 LAST = "last.pt"
 FORMAT = 1
 # Where and how a run executes, not what it computes: these may change between a stop and its resume.
+# train.threads does change the numbers, but a resume takes the count the run started with (the
+# checkpoint's "threads"), whatever it is set to now.
 LOCATION_KEYS = ("data_dir", "data.cache", "data.cache_dir", "data.num_workers", "data.prefetch_factor",
-                 "train.device", "model.weights_file")
+                 "train.device", "model.weights_file", "train.threads")
 
 
 def config_identity(cfg: Config) -> dict:
@@ -58,8 +60,10 @@ class EpochCheckpoint(Hook):
 
     def save(self, t: Trainer):
         hooks = {type(h).__name__: h.state_dict() for h in t.hooks}
+        # the intra-op threads in force (set once when the run started): a resume computes with them
         save_atomic({"format": FORMAT, "identity": self.identity, "trainer": t.state_dict(),
-                     "hooks": {k: v for k, v in hooks.items() if v is not None}}, self.path)
+                     "hooks": {k: v for k, v in hooks.items() if v is not None},
+                     "threads": torch.get_num_threads()}, self.path)
 
 
 def restore(t: Trainer, state: dict) -> None:
@@ -93,6 +97,11 @@ class ResumePoint:
     @property
     def epochs_done(self) -> int:
         return self.state["trainer"]["next_epoch"]
+
+    @property
+    def threads(self) -> int | None:
+        """The intra-op threads the run computed with (None: a checkpoint written before they were kept)."""
+        return self.state.get("threads")
 
     @property
     def where(self) -> str:

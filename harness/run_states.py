@@ -5,6 +5,9 @@ progress, once the resume checkpoint of that point is written (a second signal s
 elsewhere (preprocessing, the final summary) they stop it at once; an exception marks it FAILED with the reason as the
 `harness.failure_reason` tag and the traceback as the artifact `failure/traceback.txt`.
 A SIGKILL cannot be caught: that run stays RUNNING in MLflow, and `--resume` finds it.
+
+The run's name says how it ended (harness.tracking.ended_run_name), so that the UI's runs table tells a
+killed run from its finished rerun at a glance; a resumed run gets its plain name back while it trains.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import traceback
 from contextlib import contextmanager
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
-from harness import distributed
+from harness import distributed, tracking
 from harness.errors import one_line
 
 
@@ -53,9 +57,10 @@ def stop_signals_to(handler):
             signal.signal(sig, old)
 
 
-def stops_between_batches(trainer):
+def stops_between_batches(trainer, announce: bool = True):
     """While training, the first SIGINT or SIGTERM asks the trainer to stop after the batch in
-    progress, so it saves exactly where it is; a second one raises at once (the last checkpoint stays)."""
+    progress, so it saves exactly where it is; a second one raises at once (the last checkpoint stays).
+    `announce=False` keeps the first stop silent (a tuning trial: its study says how it ended)."""
     first: list[float] = []
 
     def handler(signum, frame):
@@ -67,7 +72,7 @@ def stops_between_batches(trainer):
             return
         first.append(time.monotonic())
         trainer.request_stop(_exception_for(signum))
-        if distributed.is_main():  # under --devices every rank gets the signal; one says so
+        if announce and distributed.is_main():  # under --devices every rank gets the signal; one says so
             sys.stderr.write("stopping after the current batch to save a checkpoint (signal again to stop at once)\n")
 
     return stop_signals_to(handler)
@@ -86,8 +91,12 @@ def stop_signals_ignored():
 
 @contextmanager
 def recorded_run(**start_kwargs):
-    """mlflow.start_run(**start_kwargs) whose end status follows the rules above."""
+    """mlflow.start_run(**start_kwargs) whose end status follows the rules above.
+
+    A new run with an `mlflow.parentRunId` tag (a tuning trial) starts in its parent's experiment: the
+    UI nests child runs under their parent only within one experiment."""
     with stop_signals_raise():
+        _prepare(start_kwargs)
         run = mlflow.start_run(**start_kwargs)
         try:
             yield run
@@ -97,13 +106,37 @@ def recorded_run(**start_kwargs):
         except BaseException as exc:
             _end("FAILED", {"harness.failure_reason": one_line(exc)[:500]}, traceback.format_exc())
             raise
-        mlflow.end_run("FINISHED")
+        with stop_signals_ignored():
+            try:
+                mlflow.set_tag("mlflow.runName", tracking.ended_run_name(run.info.run_id, "FINISHED"))
+            except Exception:  # the name is a convenience: the run still ends FINISHED below
+                pass
+            mlflow.end_run("FINISHED")
+
+
+def _prepare(start_kwargs: dict) -> None:
+    """Where a new child run goes; a continued run's plain name back (set before start_run, which
+    reads the run: the run object it returns, and its console line, carry the new name)."""
+    client = MlflowClient()
+    if "run_id" in start_kwargs:
+        run = client.get_run(start_kwargs["run_id"])
+        base = tracking.base_run_name(run.info.run_name or "")
+        if base != run.info.run_name:
+            client.set_tag(run.info.run_id, "mlflow.runName", base)
+        return
+    parent = (start_kwargs.get("tags") or {}).get("mlflow.parentRunId")
+    if parent:
+        start_kwargs["experiment_id"] = client.get_run(parent).info.experiment_id
 
 
 def _end(status: str, tags: dict[str, str], trace: str | None = None) -> None:
     """Record how the run ended; a second signal or a store error here must not hide the first."""
     with stop_signals_ignored():
         try:
+            try:
+                tags = tags | {"mlflow.runName": tracking.ended_run_name(mlflow.active_run().info.run_id, status)}
+            except Exception:  # the name is a convenience: the reason tags below matter more
+                pass
             mlflow.set_tags(tags)
             if trace:
                 mlflow.log_text(trace, "failure/traceback.txt")

@@ -25,9 +25,9 @@ from rich.console import Console
 from rich.progress import Progress
 from torch.utils.data import DataLoader, RandomSampler
 
-from harness import __version__, distributed, plots, run_states, tracking
+from harness import __version__, distributed, plots, run_states, threads, tracking
 from harness import resume as resume_mod
-from harness.config import Config, apply_overrides, load_yaml
+from harness.config import Config
 from harness.data import cache, demo
 from harness.data.dataset import DirectSource, SliceDataset, Source
 from harness.data.preprocess import preprocess_key
@@ -42,8 +42,8 @@ from harness.errors import DataError, UsageError
 from harness.hooks import BackboneFreeze, CheckpointSelector, ConsoleProgress, DeadClassMonitor, EarlyStopping
 from harness.losses import build_loss, class_weights_from_counts
 from harness.metrics import Fallback, ValidationScorer, confusion
-from harness.profiles import PROFILES
 from harness.registry import Variant, get_variant
+from harness.run_config import build_config
 from harness.trainer import Hook, Trainer, resolve_device, seed_everything
 
 
@@ -85,19 +85,6 @@ def resolve_data(data_dir: str | None, console: Console) -> tuple[Path, str]:
     return root, "demo"
 
 
-def build_config(variant: Variant, fold: int, profile: str, config_file: str | None,
-                 sets: dict, data_dir: str | None) -> Config:
-    """Variant defaults, then the profile, then --config FILE, then --set (DESIGN.md "Config")."""
-    if profile not in PROFILES:
-        raise UsageError(f"--profile {profile!r} is not one of {', '.join(PROFILES)}")
-    cfg = variant.defaults()
-    cfg = apply_overrides(cfg, {"fold": fold, "profile": profile, "data_dir": data_dir}, "arguments")
-    cfg = apply_overrides(cfg, PROFILES[profile](cfg), f"profile {profile}")
-    if config_file:
-        cfg = apply_overrides(cfg, load_yaml(config_file), f"--config {config_file}")
-    return apply_overrides(cfg, sets, "--set")
-
-
 @dataclass
 class RunPlan:
     """Everything a run needs, checked."""
@@ -113,6 +100,8 @@ class RunPlan:
     fold_fp: str
     outside: list[str]  # label points outside their image (harness.data.points)
     val_studies: frozenset = frozenset()  # the fold's studies, those without any sample included
+    # set by the --devices parent only: one choice for every rank (a rank would count the others as busy)
+    chosen_threads: threads.ThreadChoice | None = None
 
     @property
     def val_samples(self) -> pd.DataFrame:
@@ -233,7 +222,10 @@ def loaders(plan: RunPlan, device: torch.device, source: Source):
     data.prefetch_factor batches ready; pinned memory lets the copies to the GPU overlap compute."""
     cfg, d = plan.cfg, plan.cfg.data
     world = distributed.world_size()
-    workers = dict(persistent_workers=True, prefetch_factor=d.prefetch_factor) if d.num_workers else {}
+    # one OpenCV thread per worker, each being one of the cores the run counted on (threads.apply
+    # gives forked workers theirs; the init function gives spawned ones theirs)
+    workers = dict(persistent_workers=True, prefetch_factor=d.prefetch_factor,
+                   worker_init_fn=threads.single_threaded_worker) if d.num_workers else {}
     common = dict(batch_size=cfg.train.batch_size // world, num_workers=d.num_workers,
                   pin_memory=device.type == "cuda", **workers)
     gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -269,6 +261,16 @@ def run_tags(plan: RunPlan) -> dict[str, str]:
             "harness.version": __version__, "harness.kind": "training"}
 
 
+def thread_choice(plan: RunPlan, resume: resume_mod.ResumePoint | None) -> threads.ThreadChoice:
+    """The run's intra-op threads: the --devices parent's choice, else the count a resumed run
+    started with (its checkpoint has it), else train.threads, else chosen from the free cores."""
+    if plan.chosen_threads is not None:
+        return plan.chosen_threads
+    cfg = plan.cfg
+    processes = cfg.train.devices if resolve_device(cfg.train.device).type == "cpu" else 1
+    return threads.choose(cfg.train.threads, cfg.data.num_workers, processes, resume.threads if resume else None)
+
+
 @dataclass
 class Outcome:
     """What a finished run produced: its MLflow id, the selected epoch's metrics, epochs trained."""
@@ -284,6 +286,10 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
     trainer's (after the MLflow logger); `tags` join the run's (a tuning trial's parent and number).
     `resumable=False` skips the per-epoch resume checkpoint (tuning trials are never resumed)."""
     cfg = plan.cfg
+    choice = thread_choice(plan, resume)
+    # once, before anything computes: the count is part of the run's numbers
+    threads.apply(choice.compute, cfg.data.num_workers)
+    console.print(choice.line(), highlight=False)
     seed_everything(cfg.train.seed)
     # weights-file errors surface here, before a run exists; a resumed run takes its weights from its checkpoint
     model = plan.variant.build_model(cfg if resume is None else without_pretrained(cfg))
@@ -296,7 +302,7 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
         log = Path(tmp) / "unreadable.tsv"
         source = data_source(plan, console, log)  # before the run: a build that fails leaves no run
         start = (dict(run_id=resume.run_id) if resume else
-                 dict(experiment_id=exp, run_name=run_name, tags=run_tags(plan) | (tags or {})))
+                 dict(experiment_id=exp, run_name=run_name, tags=run_tags(plan) | choice.tags() | (tags or {})))
         run_id = resume.run_id if resume else None
         try:
             with run_states.recorded_run(**start) as run:
@@ -310,7 +316,7 @@ def execute(plan: RunPlan, console: Console, hooks: Sequence[Hook] = (), tags: d
                                             resumable)
             resume_mod.remove(folder)  # FINISHED: the selected checkpoint is an MLflow artifact now
         except KeyboardInterrupt:
-            if run_id:
+            if run_id and resumable:  # a tuning trial is never resumed: its study says how it goes on
                 console.print(f"[yellow]stopped[/]: run {run_id} is KILLED; it continues from its last checkpoint "
                               f"with `harness run {cfg.variant} --fold {cfg.fold} --resume {run_id}`")
             raise
@@ -335,6 +341,8 @@ def execute_distributed(plan: RunPlan, console: Console, resume: resume_mod.Resu
         data_source(plan, console, Path(tmp) / "unreadable.tsv")
     console.print(f"DistributedDataParallel over {n} {'GPUs (NCCL)' if use_cuda else 'CPU processes (gloo)'}: "
                   f"{cfg.train.batch_size // n} of every {cfg.train.batch_size} samples per process")
+    # chosen here, once, after the cache build: a rank choosing for itself would count the others as busy
+    plan = dataclasses.replace(plan, chosen_threads=thread_choice(plan, resume))
     return distributed.launch(plan, n, use_cuda, resume)
 
 
@@ -343,6 +351,7 @@ def follow(plan: RunPlan, resume: resume_mod.ResumePoint | None) -> None:
     validation set in step with rank 0; records nothing. Only the hooks that steer training run here,
     on the same gathered metrics as rank 0's, so every rank takes the same decisions."""
     cfg = plan.cfg
+    threads.apply(thread_choice(plan, resume).compute, cfg.data.num_workers)  # the parent's choice, as rank 0's
     seed_everything(cfg.train.seed)
     model = plan.variant.build_model(without_pretrained(cfg))  # DDP starts every rank from rank 0's weights
     loss_fn = build_loss(cfg.loss, training_class_weights(plan))
@@ -361,10 +370,14 @@ def without_pretrained(cfg: Config) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False, weights_file=None))
 
 
+def experiment_name(plan: RunPlan) -> str:
+    return f"rsna-{plan.cfg.data.condition}" + ("-demo" if plan.source == "demo" else "")
+
+
 def experiment(plan: RunPlan) -> str:
     """The run's MLflow experiment (created on first use, with the store)."""
     tracking.ensure_store()
-    return tracking.experiment_id(f"rsna-{plan.cfg.data.condition}" + ("-demo" if plan.source == "demo" else ""))
+    return tracking.experiment_id(experiment_name(plan))
 
 
 def find_resume(plan: RunPlan, wanted: str, console: Console) -> resume_mod.ResumePoint | None:
@@ -404,7 +417,7 @@ def _record(plan: RunPlan, model: torch.nn.Module, loss_fn, source: Source, log:
     trainer = Trainer(cfg, model, loss_fn, variant.predict, train_loader, val_loader, hooks, score=plan.scorer())
     if resume is not None:
         resume_mod.restore(trainer, resume.state)
-    with run_states.stops_between_batches(trainer):
+    with run_states.stops_between_batches(trainer, announce=resumable):
         trainer.fit()
     _finish(plan, trainer, selector, monitor, recorder.history, common, console)
     _report_unreadable(unreadable_files(source, log), console)
@@ -416,7 +429,9 @@ def _log_inputs(plan: RunPlan, model: torch.nn.Module):
     cfg = plan.cfg
     mlflow.log_params({k: str(v) for k, v in cfg.flat().items()}
                       | {"loss.class_weights_used": str(training_class_weights(plan)),
-                         "model.parameters": str(sum(p.numel() for p in model.parameters()))})
+                         "model.parameters": str(sum(p.numel() for p in model.parameters())),
+                         # set by execute before anything computed (its harness.threads* tags say why)
+                         "train.threads_used": str(torch.get_num_threads())})
     mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
     tracking.log_dataset_input(plan.folds, f"folds-{cfg.data.condition}-{plan.data_fp}", "folds")
     mlflow.set_tag("harness.preprocess_fingerprint", preprocess_key(cfg.data, plan.data_fp))
@@ -466,7 +481,20 @@ def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monit
         console.print(f"[yellow]health alarm {name}[/]: {text}")
     summary = selected_summary(plan, trainer, selector, tta)
     mlflow.set_tag("mlflow.note.content", summary)  # the run page's description: the selected epoch first
-    console.print(summary.split("\n\n")[0].replace("**", ""), highlight=False)
+    for paragraph in summary.split("\n\n")[:3 if tta is not None else 2]:  # figures, TTA, what the gate means
+        console.print(paragraph.replace("**", ""), highlight=False)
+    _print_where(plan, console)
+
+
+def _print_where(plan: RunPlan, console: Console) -> None:
+    """Where the run went and what to do next: the lines a newcomer needs after the first run."""
+    run, cfg = mlflow.active_run(), plan.cfg
+    other = "v4" if cfg.variant != "v4" else "v9"
+    console.print(f"run {run.info.run_id} ({run.info.run_name}) in experiment {experiment_name(plan)}, store "
+                  f"{tracking.tracking_uri()}; artifacts (checkpoint, val_predictions.csv, plots) in "
+                  f"{mlflow.get_artifact_uri()}", highlight=False)
+    console.print(f"next: `harness ui` to browse it (http://127.0.0.1:5000), `harness compare {other} {cfg.variant} "
+                  f"--fold {cfg.fold}` once {other} has a run", highlight=False)
 
 
 def _log_tta(plan: RunPlan, trainer: Trainer, best, common: dict) -> dict[str, float] | None:
@@ -512,6 +540,11 @@ def selected_summary(plan: RunPlan, trainer: Trainer, selector: CheckpointSelect
              f"(recall N {m['recall/normal_mild']:.3f} M {m['recall/moderate']:.3f} S {m['recall/severe']:.3f}), "
              + (f"competition score {m['competition_score_spinal']:.4f}, " if "competition_score_spinal" in m else "")
              + gate]
+    lines.append(f"The checkpoint gate (train.gate={cfg.train.gate}): an epoch is kept only when both its Moderate "
+                 "and Severe recalls reach the gate and its BA beats every earlier such epoch, the notebooks' rule. "
+                 + ("One or more epochs passed it." if selector.gate_met else
+                    "No epoch passed it, so the best-BA epoch was kept instead (train.gate_fallback; tag "
+                    "harness.gate_met=false)."))
     if tta is not None:
         lines.append(f"TTA ({' + '.join(cfg.data.tta)}): BA {tta['balanced_accuracy']:.3f}"
                      + (f", competition score {tta['competition_score_spinal']:.4f}"

@@ -5,9 +5,11 @@ mlruns/artifacts/ under the working directory (MLflow 3 refuses a plain ./mlruns
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
+import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -66,17 +68,120 @@ def ensure_store() -> str:
     return uri
 
 
+# How MLflow 3's UI shows an experiment. It records an experiment's kind in the tag mlflow.experimentKind:
+# custom_model_development is its "Machine learning" kind (the value its own kind selector writes;
+# genai_development is GenAI), which opens on the runs table rather than on traces. (MLflow 3.17's UI
+# decides by its GenAI / Model training switch, remembered per browser; docs/ui.md says so.)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# the UI's charts view starts with this metric's chart
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
+PRIMARY_METRIC = "best/balanced_accuracy"
+# The UI's runs table shows no metric by default (its default columns are fixed in its code; a user's
+# choice lives in that browser only). Its saved views ("Views" above the table) are experiment tags
+# mlflow.sharedViewState.<id> holding {name, createdAt, updatedAt, state: JSON of the view}: the harness
+# adds one with the figures that tell runs apart. A UI that reads the tag differently skips the view.
+RUNS_VIEW_ID = "harness-ba"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_ID}"
+RUNS_VIEW_NAME = "BA (harness)"
+RUNS_VIEW_COLUMNS = ("metrics.`best/balanced_accuracy`", "metrics.`best/competition_score_spinal`",
+                     "metrics.`best/epoch`", "tags.`harness.variant`", "tags.`harness.seed`")
+
+# comparison and study runs live beside the training runs, in experiments named after them, so that a
+# training experiment's runs table holds training runs only
+COMPARISONS, STUDIES = "comparisons", "studies"
+KIND_SEPARATOR = "/"
+
+
 def experiment_id(name: str) -> str:
-    """Get or create an experiment; local stores keep its artifacts under mlruns/artifacts/<name>."""
+    """Get or create an experiment; local stores keep its artifacts under mlruns/artifacts/<name>.
+
+    A new experiment, or one made before the harness marked its experiments (no kind tag), gets the
+    tags above; after that its tags are the user's: a kind or a view changed in the UI stays."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = (artifact_root() / name).as_uri() if tracking_uri() == default_uri() else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another process created it between our two calls
-        return client.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        location = (artifact_root() / name).as_uri() if tracking_uri() == default_uri() else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=_experiment_tags(name))
+        except MlflowException:  # another process created it between our two calls
+            exp = client.get_experiment_by_name(name)
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        for key, value in _experiment_tags(name).items():
+            if key not in exp.tags:
+                client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def _experiment_tags(name: str) -> dict[str, str]:
+    tags = {EXPERIMENT_KIND_TAG: TRAINING_KIND}
+    if not name.endswith(KIND_SEPARATOR + COMPARISONS):  # comparison runs log per-variant figures, no best/*
+        now_ms = int(time.time() * 1000)
+        view = {"selectedColumns": list(RUNS_VIEW_COLUMNS), "orderByKey": RUNS_VIEW_COLUMNS[0], "orderByAsc": False}
+        tags |= {PRIMARY_METRIC_TAG: PRIMARY_METRIC,
+                 RUNS_VIEW_TAG: json.dumps({"name": RUNS_VIEW_NAME, "createdAt": now_ms, "updatedAt": now_ms,
+                                            "state": json.dumps(view)})}
+    return tags
+
+
+def ui_link(base_url: str, experiment_id_: str) -> str:
+    """The UI's page of an experiment's runs, in its model-training mode (a first visit is in GenAI mode
+    otherwise), with the harness's view of the table where the experiment has it."""
+    exp = MlflowClient().get_experiment(experiment_id_)
+    view = f"&viewStateShareKey={RUNS_VIEW_ID}" if RUNS_VIEW_TAG in exp.tags else ""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id_}/runs?workflowType=machine_learning{view}"
+
+
+def ui_links(base_url: str) -> list[tuple[str, str]]:
+    """(name, ui_link) of every experiment the harness marked, by name (training, then its comparisons
+    and studies)."""
+    found = MlflowClient().search_experiments(filter_string=f"tags.`{EXPERIMENT_KIND_TAG}` = '{TRAINING_KIND}'")
+    return [(e.name, ui_link(base_url, e.experiment_id)) for e in sorted(found, key=lambda e: e.name)]
+
+
+def related_experiment(experiment_id_of_run: str, kind: str) -> str:
+    """The experiment of `kind` (COMPARISONS, STUDIES) beside a training experiment, e.g.
+    `rsna-spinal_canal_stenosis-demo/comparisons`. `experiment_id_of_run` may also be such an experiment
+    (a comparison of tuning trials): the name is always built from the training experiment's."""
+    name = MlflowClient().get_experiment(experiment_id_of_run).name
+    for suffix in (COMPARISONS, STUDIES):
+        name = name.removesuffix(KIND_SEPARATOR + suffix)
+    return experiment_id(f"{name}{KIND_SEPARATOR}{kind}")
+
+
+def comparison_experiment(experiment_id_of_run: str) -> str:
+    return related_experiment(experiment_id_of_run, COMPARISONS)
+
+
+def study_experiment(experiment_id_of_run: str) -> str:
+    return related_experiment(experiment_id_of_run, STUDIES)
+
+
+# A run's name says how it ended, so that the runs table tells runs apart without any column:
+# `v9-fold0-seed42 · BA 0.756`, `v9-fold0-seed42 · killed after epoch 2`, `v9-fold0-seed42 · failed`.
+NAME_SEPARATOR = " · "
+ENDED_METRIC = "best/balanced_accuracy"
+EPOCH_METRIC = "val/loss"  # logged once per finished epoch, step = the epoch number
+
+
+def base_run_name(name: str) -> str:
+    """The name the run started with, without what ended_run_name added."""
+    return name.split(NAME_SEPARATOR)[0]
+
+
+def ended_run_name(run_id: str, status: str) -> str:
+    """The run's name for its end status (FINISHED, KILLED, FAILED), from what the run logged."""
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    base = base_run_name(run.info.run_name or "")
+    if status == "FINISHED":
+        ba = run.data.metrics.get(ENDED_METRIC)
+        return base if ba is None else f"{base}{NAME_SEPARATOR}BA {ba:.3f}"
+    if status == "KILLED":
+        epochs = max((m.step for m in client.get_metric_history(run_id, EPOCH_METRIC)), default=0)
+        # as resume says where a run goes on: the last epoch that was logged, or the first one unfinished
+        return f"{base}{NAME_SEPARATOR}" + (f"killed after epoch {epochs}" if epochs else "killed in epoch 1")
+    return f"{base}{NAME_SEPARATOR}{status.lower()}"
 
 
 def log_dataset_input(df, name: str, context: str) -> None:

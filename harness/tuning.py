@@ -9,9 +9,11 @@ heartbeat), then the remaining trials are shared out between the workers, so non
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness import tracking
-from harness.errors import HarnessError, UsageError, one_line
+from harness.errors import UsageError, one_line
 from harness.registry import get_variant
 from harness.runner import build_config, execute, experiment, prepare, resolve_data
 from harness.trainer import Hook, Trainer
@@ -113,6 +115,11 @@ def make_objective(spec: StudySpec, args: TuneArgs, parent_id: str, console: Con
         except Exception as exc:  # recorded as a failed trial with its reason; the study goes on
             trial.set_user_attr("fail_reason", one_line(exc))
             raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run is KILLED; the trial runs again on resume
+            trial.set_user_attr("fail_reason", "stopped by a signal; queued to run again")
+            objective.stopped.append(params)
+            _tag_killed_trial_run(client, parent_id, spec.name, trial.number)
+            raise
         trial.set_user_attr("mlflow_run_id", outcome.run_id)
         trial.set_user_attr("epochs", outcome.epochs)
         state = "PRUNED" if reporter.pruned else "COMPLETE"
@@ -122,7 +129,15 @@ def make_objective(spec: StudySpec, args: TuneArgs, parent_id: str, console: Con
         value = outcome.metrics.get(spec.metric.removeprefix("best/"), math.nan)
         return value
 
+    objective.stopped = []  # parameters of the trials a stop ended, to enqueue again
     return objective
+
+
+def _tag_killed_trial_run(client: MlflowClient, parent_id: str, study: str, number: int) -> None:
+    experiment = client.get_run(parent_id).info.experiment_id
+    query = f"tags.`harness.study` = '{study}' and tags.`harness.trial` = '{number}'"
+    for run in client.search_runs([experiment], query):
+        client.set_tag(run.info.run_id, "harness.trial_state", "KILLED")
 
 
 def progress_line(console: Console):
@@ -168,12 +183,59 @@ def parent_run(spec: StudySpec, study: optuna.Study, experiment_id: str) -> str:
 
 
 def run_worker(spec: StudySpec, args: TuneArgs, n_trials: int, console: Console, worker: int = 0):
-    """One worker process: `n_trials` trials of the study."""
+    """One worker process: `n_trials` trials of the study. A Ctrl-C or SIGTERM stops it: the trial in
+    progress (its run KILLED by harness.run_states) is queued to run again when the study resumes."""
     tracking.ensure_store()
     study = open_study(spec, open_storage(spec, args.storage), worker)
     objective = make_objective(spec, args, study.user_attrs["mlflow_parent_run_id"], console)
-    study.optimize(objective, n_trials=n_trials, timeout=spec.timeout, catch=(Exception,),
-                   callbacks=[progress_line(console)], gc_after_trial=True)
+    try:
+        with _quiet_interrupts():
+            study.optimize(objective, n_trials=n_trials, timeout=spec.timeout, catch=(Exception,),
+                           callbacks=[progress_line(console)], gc_after_trial=True)
+    except KeyboardInterrupt:
+        for params in objective.stopped:
+            study.enqueue_trial(params, skip_if_exists=False)
+        raise
+
+
+class _DropInterruptTracebacks(logging.Filter):
+    """Optuna logs a stopped trial as failed, with the KeyboardInterrupt's traceback and then its value:
+    both dropped, since the harness says what stopped in one line."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_interrupt = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.after_interrupt = True
+            return False
+        if self.after_interrupt and "failed with value" in record.getMessage():
+            self.after_interrupt = False
+            return False
+        return True
+
+
+@contextmanager
+def _quiet_interrupts():
+    optuna_logger, quiet = logging.getLogger("optuna"), _DropInterruptTracebacks()
+    for handler in optuna_logger.handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in optuna_logger.handlers:
+            handler.removeFilter(quiet)
+
+
+def stop_study(spec: StudySpec, parent_id: str, exc: KeyboardInterrupt) -> KeyboardInterrupt:
+    """Mark the study's parent run KILLED and say, in one line, what stopped and how it goes on."""
+    client = MlflowClient()
+    client.set_tag(parent_id, "harness.stop_reason", "SIGTERM" if getattr(exc, "exit_code", 130) == 143 else "Ctrl-C")
+    client.set_terminated(parent_id, "KILLED")
+    exc.message = (f"stopped: study {spec.name}'s parent run {parent_id} and the trial in progress are KILLED; "
+                   f"`harness tune {spec_path(spec)}` resumes the study (the stopped trial runs again first)")
+    return exc
 
 
 def shares(remaining: int, workers: int) -> list[int]:
@@ -197,20 +259,28 @@ def tune(spec: StudySpec, args: TuneArgs, console: Console) -> optuna.Study:
         fail_stale_trials(study, console)
     if not study.trials:  # trial 0 is the variant's defaults
         study.enqueue_trial(defaults, user_attrs={"harness.defaults": True})
-    parent_id = parent_run(spec, study, experiment(plan))  # the experiment its trials' runs go to
+    parent_id = parent_run(spec, study, tracking.study_experiment(experiment(plan)))  # its trials follow it there
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, args.trials - done)
     where = args.storage or journal_path(spec)
     console.print(f"study [bold]{spec.name}[/] in {where}: {done} trial(s) finished, {remaining} to run "
                   f"on {min(args.workers, max(remaining, 1))} worker(s); parent MLflow run {parent_id}")
     parts = shares(remaining, args.workers)
-    if len(parts) == 1:
-        run_worker(spec, args, parts[0], console)
-    elif parts:
-        procs = [subprocess.Popen(worker_command(spec, args, n, k)) for k, n in enumerate(parts)]
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            console.print(f"[yellow]worker exit codes {codes}[/]")
+    try:
+        if len(parts) == 1:
+            run_worker(spec, args, parts[0], console)
+        elif parts:
+            procs = [subprocess.Popen(worker_command(spec, args, n, k)) for k, n in enumerate(parts)]
+            try:
+                codes = [p.wait() for p in procs]
+            except KeyboardInterrupt:  # the workers got the same Ctrl-C (one process group): let them record it
+                for p in procs:
+                    p.wait()
+                raise
+            if any(codes):
+                console.print(f"[yellow]worker exit codes {codes}[/]")
+    except KeyboardInterrupt as exc:
+        raise stop_study(spec, parent_id, exc) from None
     study = open_study(spec, open_storage(spec, args.storage))
     summarise(spec, study, parent_id, profile, args.data_dir, args.sets, console)
     return study
@@ -282,12 +352,13 @@ def _log_plots(client: MlflowClient, parent_id: str, study: optuna.Study, with_i
 
 
 def worker_main(spec: StudySpec, args: TuneArgs, n_trials: int, worker: int, console: Console):
-    """Entry of `--worker-trials`: the parent process set everything up."""
+    """Entry of `--worker-trials`: the parent process set everything up (and says how a stop ended)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_worker(spec, args, n_trials, console, worker)
+    try:
+        run_worker(spec, args, n_trials, console, worker)
+    except KeyboardInterrupt as exc:
+        exc.message = ""  # the parent's line is the one the user reads
+        raise
 
 
-def check_storage_url(url: str | None):
-    if url and "://" not in url:
-        raise HarnessError(f"--storage {url}: expected an SQLAlchemy URL such as postgresql://user@host/db")
 

@@ -29,6 +29,7 @@ import yaml
 
 from harness.config import _YAML11_FLOAT, Config, apply_overrides
 from harness.errors import UsageError
+from harness.metric_names import OBJECTIVES
 from harness.registry import get_variant
 
 TOP_KEYS = ("name", "variant", "fold", "objective", "trials", "timeout", "sampler", "pruner", "fixed", "space")
@@ -201,6 +202,11 @@ def _objective(obj: Any, source: str) -> tuple[str, str]:
     direction = obj.get("direction", "maximize")
     if not isinstance(metric, str) or not metric.strip():
         raise UsageError(f"{source}: objective.metric must be a metric name, got {metric!r}")
+    if metric not in OBJECTIVES:  # a typo would otherwise train a whole trial before every value is NaN
+        near = difflib.get_close_matches(metric, OBJECTIVES, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}?" if near else "e.g. best/balanced_accuracy or best/competition_score_spinal"
+        raise UsageError(f"{source}: objective.metric {metric!r} is not a figure a run logs for its selected "
+                         f"epoch ({hint})")
     if direction not in DIRECTIONS:
         raise UsageError(f"{source}: objective.direction must be maximize or minimize, got {direction!r}")
     return metric, direction

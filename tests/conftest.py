@@ -1,6 +1,7 @@
 """Shared fixtures: a small real demo dataset (real DICOM files) and an isolated working folder."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -47,3 +48,39 @@ def harness_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 6
     full_env.update({"HARNESS_HOME": str(cwd / ".harness"), "COLUMNS": "200"}, **(env or {}))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def harness_ui(cwd: Path):
+    """A real `harness ui` (an `mlflow server`) on the store in `cwd`: yields its port once /health
+    answers, and stops it afterwards."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "ui", "--port", str(port)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-2000:]
+                time.sleep(1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -22,3 +22,14 @@ def test_gpu_benchmark_runs_with_the_smoke_profile_on_cpu(demo_root, workdir):
     for row in report["rows"]:
         assert row["samples_per_s"] > 0 and 0 <= row["loader_wait_share"] < 1
         assert row["device"] == "cpu" and row["amp_dtype"] is None and row["channels_last"] is False
+
+
+def test_threads_benchmark_runs_on_the_small_demo(demo_root, workdir):
+    out = workdir / "threads.json"
+    assert _load("threads").main(["--rounds", "1", "--epochs", "1", "--cases", "idle", "--arms", "one", "chosen",
+                                  "--overhead-repeats", "1", "--data-dir", str(demo_root), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(s["case"], s["arm"]) for s in report["summary"]] == [("idle", "one"), ("idle", "chosen")]
+    assert [r["threads"] for r in report["runs"] if r["arm"] == "one"] == [1]
+    assert all(len(r["epoch_s"]) == 1 and r["line"].startswith("threads: ") for r in report["runs"])
+    assert report["overhead"]["trainer_over_bare"] > 0 and report["overhead"]["steps"] > 0

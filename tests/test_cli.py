@@ -136,3 +136,83 @@ def test_damaged_but_usable_data_trains_and_names_each_problem(demo_root, workdi
     m = run.data.metrics
     assert run.info.status == "FINISHED" and m["data/points_outside_image"] == 1
     assert m["data/dropped_missing_image"] >= 1 and m["data/dropped_empty_label"] >= 5
+
+
+# ---- the first hour: what a newcomer meets before any data is read -------------------------------
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["compare", "v4", "v4"], "v4 named twice"),
+    (["compare", "v4"], "v4 alone"),
+    (["compare", "v4", "v9", "--baseline", "v8"], "--baseline v8: not among the compared variants"),
+    (["run", "v9", "--profile", "smoke", "--set", "model.weights_file=/no/such.pth"], "model.weights_file: no such file"),
+    (["run", "v9", "--profile", "smoke", "--set", "model.weights_file={weights}"], "model.pretrained is false"),
+    (["config", "v9", "--set", "train.epoch=3"], "unknown config key 'train.epoch' (did you mean train.epochs?)"),
+    (["tune", "{spec}"], "objective.metric 'best/balanced_acuracy' is not a figure a run logs"),
+    (["tune", "{spec}"], "did you mean best/balanced_accuracy?"),
+])
+def test_usage_errors_come_in_one_line_before_torch_mlflow_and_albumentations(workdir, args, needle):
+    """A fresh interpreter: the error, exit 2, and none of the heavy libraries imported to say it."""
+    import subprocess
+    import sys
+
+    (workdir / "weights.pth").write_bytes(b"not really weights")
+    spec = workdir / "typo.yaml"
+    spec.write_text("name: typo\nvariant: v9\nobjective: {metric: best/balanced_acuracy, direction: maximize}\n"
+                    "space:\n  train.lr_head: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}\n")
+    args = [a.format(weights=workdir / "weights.pth", spec=spec) for a in args]
+    code = ("import sys; from harness.cli import main; rc = main(sys.argv[1:]); "
+            "print([m for m in ('torch', 'mlflow', 'albumentations', 'cv2', 'timm') if m in sys.modules]); "
+            "raise SystemExit(rc)")
+    res = subprocess.run([sys.executable, "-c", code, *args], cwd=workdir, capture_output=True, text=True,
+                         timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert res.stdout.strip() == "[]", res.stdout  # no heavy import happened
+    _assert_no_run(workdir)
+
+
+def test_bare_harness_prints_the_usage_and_every_command(capsys):
+    from harness.cli import COMMANDS
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: harness")
+    assert all(f"\n    {name} " in out for name in COMMANDS), out
+
+
+def test_config_lists_every_key_with_its_value_source_and_doc(capsys):
+    import json
+
+    from harness.config import Config
+
+    assert main(["config", "v9", "--set", "train.epochs=3", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(rows) == list(Config().flat())  # every key, in the config's order
+    assert all(r["doc"] for r in rows.values()), [k for k, r in rows.items() if not r["doc"]]
+    assert rows["train.epochs"]["value"] == 3 and rows["train.epochs"]["source"] == "--set"
+    assert rows["model.backbone"] == rows["model.backbone"] | {"value": "test_efficientnet", "source": "profile smoke"}
+    assert rows["loss.class_weights"] == rows["loss.class_weights"] | {"value": [1.0, 4.0, 6.0], "source": "variant"}
+    assert rows["data.condition"]["source"] == "default"
+    assert main(["config", "v9", "--profile", "full", "--set", "model.pretrained=false"]) == 0
+    text = capsys.readouterr().out
+    assert "data.augment = 'v8'  (variant)" in text and "Training augmentation recipe" in text
+
+
+def test_data_demo_help_states_its_defaults():
+    from harness import cli
+    from harness.data import demo
+
+    assert (cli.DEMO_STUDIES, cli.DEMO_SEED) == (demo.DEFAULT_STUDIES, demo.DEFAULT_SEED)
+    res = harness_cli("data", "demo", "--help", cwd=__import__("pathlib").Path.cwd())
+    text = " ".join(res.stdout.split())
+    assert f"(default {demo.DEFAULT_STUDIES})" in text and f"(default {demo.DEFAULT_SEED})" in text
+    assert "./.harness/demo" in text
+
+
+def test_data_check_defaults_to_the_data_a_run_would_use(demo_root, workdir):
+    res = harness_cli("data", "check", "--json", cwd=workdir, env={"RSNA_DATA_DIR": str(demo_root)})
+    assert res.returncode == 0, res.stderr
+    import json
+    assert json.loads(res.stdout)["root"] == str(demo_root)

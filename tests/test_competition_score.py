@@ -115,11 +115,18 @@ def test_every_validation_metric_has_its_selected_epoch_twin_and_epochs_count_fr
         twin = "best/" + name.removeprefix("val/")
         assert twin in m, twin
         assert m[twin] == pytest.approx(next(h.value for h in history if h.step == best), abs=1e-12), name
+    # the names `harness tune` accepts as an objective are exactly what a run logs for its selected epoch
+    from harness.metric_names import SELECTED
+    assert {k for k in m if k.startswith("best/")} == set(SELECTED)
     dead = run.data.tags["harness.dead_class_epochs"]
     assert dead == "none" or all(1 <= int(e) <= EPOCHS for e in dead.split(","))
     note = run.data.tags["mlflow.note.content"]
     assert note.startswith(f"**selected epoch {best}** of {EPOCHS}") and "competition score" in note
-    assert f"selected epoch {best} of {EPOCHS}" in scored_run["out"]
+    out = scored_run["out"]
+    assert f"selected epoch {best} of {EPOCHS}" in out and "The checkpoint gate (train.gate=" in out
+    # where the run went and what to do next
+    assert f"run {run.info.run_id} (" in out and "artifacts (checkpoint, val_predictions.csv, plots) in" in out
+    assert "next: `harness ui`" in out and "`harness compare v4 v9 --fold" in out
 
 
 def test_attention_figures_are_logged(scored_run):

@@ -84,7 +84,14 @@ def test_two_gloo_processes_stop_together_resume_and_give_the_single_process_met
     assert val_loader.batch_size == 12
     trainer = Trainer(plan.cfg, model, build_loss(plan.cfg.loss, runner.training_class_weights(plan)),
                       plan.variant.predict, train_loader, val_loader, [], score=plan.scorer())
-    single = trainer.evaluate(model, val_loader)
+    # with the ranks' intra-op threads, as the run recorded them: another count splits the float sums
+    # otherwise and moves the last bits
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(run.data.tags["harness.threads"]))
+    try:
+        single = trainer.evaluate(model, val_loader)
+    finally:
+        torch.set_num_threads(before)
 
     assert single.metrics == pytest.approx(ckpt["metrics"], abs=1e-12)
     best = {k.removeprefix("best/"): v for k, v in run.data.metrics.items()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import harness_cli
+from conftest import harness_cli, harness_ui
 from harness.data.schema import CLASS_KEYS
 
 EPOCHS = 2
@@ -30,7 +30,8 @@ def finished_run(demo_root, tmp_path_factory):
 
 def test_run_is_finished_with_tags_and_params(finished_run):
     cwd, client, run, out = finished_run
-    assert run.info.status == "FINISHED" and run.info.run_name == "v9-fold0-seed42"
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"v9-fold0-seed42 · BA {run.data.metrics['best/balanced_accuracy']:.3f}"  # how it ended
     tags = run.data.tags
     for key in ("variant", "fold", "seed", "profile", "data_source", "data_fingerprint", "fold_fingerprint",
                 "git_commit", "version", "gate_met"):
@@ -87,13 +88,6 @@ def test_artifacts_and_predictions(finished_run):
     assert any(d.dataset.name.startswith("folds-") for d in client.get_run(rid).inputs.dataset_inputs)
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _listening_addresses(port: int) -> set[str]:
     """Local addresses of the sockets listening on `port`, from the kernel's own table (Linux)."""
     found = set()
@@ -133,27 +127,10 @@ def _other_local_ipv4() -> set[str]:
 
 def test_ui_serves_the_run_on_localhost(finished_run):
     """`harness ui` is a real `mlflow server` on 127.0.0.1, reading the same store."""
-    import os
-    import subprocess
-    import sys
-    import time
     import urllib.request
 
     cwd, _, run, _ = finished_run
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "ui", "--port", str(port)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-2000:]
-                time.sleep(1)
+    with harness_ui(cwd) as port:
         remote = MlflowClient(f"http://127.0.0.1:{port}")
         got = remote.get_run(run.info.run_id)
         assert got.info.status == "FINISHED"
@@ -164,13 +141,15 @@ def test_ui_serves_the_run_on_localhost(finished_run):
         with urllib.request.urlopen(url, timeout=10) as r:
             listed = {f["path"] for f in json.load(r)["files"]}
         assert {"config.yaml", "val_predictions.csv", "checkpoint"} <= listed
+        # the experiment is of the UI's model-training kind (runs table), not a GenAI one (traces)
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=rsna-spinal_canal_stenosis"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            tags = {t["key"]: t["value"] for t in json.load(r)["experiment"]["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
         assert _listening_addresses(port) == {"127.0.0.1"}
         for ip in _other_local_ipv4():  # and nothing answers on the machine's other addresses
             with pytest.raises(OSError):
                 socket.create_connection((ip, port), timeout=2).close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])

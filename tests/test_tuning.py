@@ -145,3 +145,47 @@ def test_two_workers_through_postgresql(demo_root, tmp_path, postgres_url):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     study = optuna.load_study(study_name="postgres", storage=postgres_url)
     _two_workers_record_every_trial_once(study, _client(tmp_path), 4)
+
+
+def test_ctrl_c_stops_in_one_line_marks_parent_and_trial_killed_and_the_study_resumes(demo_root, tmp_path):
+    spec = _spec(tmp_path, "interrupted", epochs=3)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RSNA_DATA_DIR")}
+    env.update(HARNESS_HOME=str(tmp_path / ".harness"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "tune", str(spec), "--data-dir", str(demo_root),
+                             "--profile", "smoke", "--trials", "2"], cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    client = _client(tmp_path)
+    deadline = time.time() + 300
+    while True:  # Ctrl-C (SIGINT to the process group, as a terminal sends it) while trial 1 trains
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        if spec.with_suffix(".journal").exists():
+            trials = _study(spec, "interrupted").trials
+            if [t.state for t in trials] == [TrialState.COMPLETE, TrialState.RUNNING]:
+                runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                          "tags.`harness.trial` = '1'")
+                if runs and client.get_metric_history(runs[0].info.run_id, "val/loss"):
+                    break
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stopped: study interrupted"), err
+    assert "Traceback" not in out + err and "resumes the study" in lines[0]
+
+    trials = _study(spec, "interrupted").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs["fail_reason"].startswith("stopped by a signal")
+    assert trials[2].params == {} and trials[2].system_attrs["fixed_params"] == trials[1].params  # queued again
+    parent = client.get_run(trials[0].user_attrs and _study(spec, "interrupted").user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "KILLED" and parent.data.tags["harness.stop_reason"] == "Ctrl-C"
+    (killed,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                   "tags.`harness.trial` = '1'")
+    assert killed.info.status == "KILLED" and killed.data.tags["harness.trial_state"] == "KILLED"
+
+    res = _tune(spec, demo_root, tmp_path, "--trials", "3")  # the same command resumes
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    trials = _study(spec, "interrupted").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].params == trials[1].params
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"

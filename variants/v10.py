@@ -4,13 +4,12 @@ whose ElasticTransform has no alpha_affine."""
 import dataclasses
 
 from harness.config import Config
-from harness.models.slice_model import build_v4
 from harness.registry import register_variant
 from variants.v4 import v4_config
 
 
 @register_variant("v10", "v4's model and data + focal alpha [1,2,4], grad clip 1.0, LR floor 1e-6, dead-class "
-                  "warning", build_model=build_v4)
+                  "warning", build_model="harness.models.slice_model:build_v4")
 def v10() -> Config:
     cfg = v4_config("v10")
     return dataclasses.replace(

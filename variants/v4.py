@@ -6,7 +6,6 @@ level-by-label oversampling with strong augmentation for the copies.
 The committed notebook does not parse (two missing commas, §4.8); this is the fixed copy that must
 have produced the reported 74.9% BA."""
 from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.models.slice_model import build_v4
 from harness.registry import register_variant
 
 
@@ -27,5 +26,7 @@ def v4_config(variant: str = "v4") -> Config:
     )
 
 
-register_variant("v4", "BiLSTM 2x256 + self-attention + mean, level concat 64, aux heads; focal g2.5 LS0.1 "
-                 "1/sqrt(n) weights; progressive oversampling", build_model=build_v4)(v4_config)
+@register_variant("v4", "BiLSTM 2x256 + self-attention + mean, level concat 64, aux heads; focal g2.5 LS0.1 "
+                  "1/sqrt(n) weights; progressive oversampling", build_model="harness.models.slice_model:build_v4")
+def v4() -> Config:
+    return v4_config()

@@ -2,7 +2,6 @@
 FiLM level conditioning -> MLP; focal (gamma 2, LS 0.05, no weights); WeightedRandomSampler; DICOM
 window; mixup (alpha 0.3); SWA from epoch 20, used for validation and checkpoints; hflip TTA."""
 from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.models.slice_model import build_v5
 from harness.registry import register_variant
 
 LR_HEAD = 3e-4
@@ -27,5 +26,7 @@ def v5_config(variant: str = "v5") -> Config:
     )
 
 
-register_variant("v5", "BiGRU 2x128 + attention pool + FiLM; focal g2 LS0.05; weighted sampler; mixup; SWA used "
-                 "for eval; hflip TTA", build_model=build_v5)(v5_config)
+@register_variant("v5", "BiGRU 2x128 + attention pool + FiLM; focal g2 LS0.05; weighted sampler; mixup; SWA used "
+                  "for eval; hflip TTA", build_model="harness.models.slice_model:build_v5")
+def v5() -> Config:
+    return v5_config()

@@ -5,8 +5,6 @@ never used."""
 import dataclasses
 
 from harness.config import Config
-from harness.models.slice_model import build_v6
-from harness.predictions import coral_probs
 from harness.registry import register_variant
 from variants.v5 import v5_config
 
@@ -14,7 +12,8 @@ LR_HEAD = 1e-4
 
 
 @register_variant("v6", "v5 trunk + CORAL head (+0.6 CE); frame dropout 0.15; CoarseDropout aug; weighted "
-                  "sampler; mixup", build_model=build_v6, predict=coral_probs)
+                  "sampler; mixup", build_model="harness.models.slice_model:build_v6",
+                  predict="harness.predictions:coral_probs")
 def v6() -> Config:
     cfg = v5_config("v6")
     return dataclasses.replace(

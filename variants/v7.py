@@ -3,15 +3,14 @@
 0.6 softmax + 0.4 ordinal); focal + 0.5 ordinal BCE; weighted sampler; mixup; 2-epoch backbone
 freeze; 224 px without ImageNet normalisation."""
 from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.models.stack_model import build_v7
-from harness.predictions import ce_ordinal_mix
 from harness.registry import register_variant
 
 LR_HEAD = 2e-4
 
 
 @register_variant("v7", "2.5D: 7 slices as channels, 7-ch stem + EffNetV2-S, FiLM, CE + ordinal heads; focal + "
-                  "0.5 ordinal; 2-epoch freeze", build_model=build_v7, predict=ce_ordinal_mix)
+                  "0.5 ordinal; 2-epoch freeze", build_model="harness.models.stack_model:build_v7",
+                  predict="harness.predictions:ce_ordinal_mix")
 def v7() -> Config:
     return Config(
         variant="v7",

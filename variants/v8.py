@@ -2,12 +2,11 @@
 §8.8) per slice -> EffNetV2-S -> learned global slice weights -> concat level embedding 256 -> MLP with
 a prior bias; weighted CE [1, 2, 4]; plain shuffle; 2-epoch backbone freeze; SWA computed, unused."""
 from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.models.slice_model import build_v8
 from harness.registry import register_variant
 
 
 @register_variant("v8", "learned global slice weights + level concat 256, prior bias; 3-window input "
-                  "(collapsed); weighted CE [1,2,4]; 2-epoch freeze", build_model=build_v8)
+                  "(collapsed); weighted CE [1,2,4]; 2-epoch freeze", build_model="harness.models.slice_model:build_v8")
 def v8() -> Config:
     return Config(
         variant="v8",

@@ -1,12 +1,11 @@
 """v9 (le3ba_v9.ipynb, VARIANTS.md §9): EffNetV2-S per slice -> Linear 512 -> BiGRU 2x512 ->
 tanh attention pooling -> concat level embedding 256 -> MLP with prior bias; weighted CE [1, 4, 6]."""
 from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.models.slice_model import build_v9
 from harness.registry import register_variant
 
 
 @register_variant("v9", "BiGRU 2x512 + attention MIL + level concat, fixed 50/350 window, weighted CE [1,4,6]",
-                  build_model=build_v9)
+                  build_model="harness.models.slice_model:build_v9")
 def v9() -> Config:
     return Config(
         variant="v9",

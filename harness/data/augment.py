@@ -15,6 +15,7 @@ import numpy as np
 from harness.data.albu_compat import (APIS, Recipe, clahe, coarse_dropout, elastic_transform, gauss_noise,
                                       grid_distortion, multiplicative_noise, optical_distortion,
                                       shift_scale_rotate)
+from harness.data.recipe_names import RECIPE_NAMES
 
 CONSTANT = cv2.BORDER_CONSTANT
 
@@ -142,6 +143,8 @@ RECIPES: dict[str, Callable[[str], Recipe] | None] = {
     "hflip": hflip_tta,
     "scale0.05": scale_tta,
 }
+if tuple(RECIPES) != RECIPE_NAMES:  # the config checks names against RECIPE_NAMES: the two lists are one
+    raise RuntimeError("harness.data.recipe_names.RECIPE_NAMES must list exactly the keys of RECIPES")
 
 
 def build(name: str, api: str = "1.x") -> Recipe | None:

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 from filelock import FileLock
 
+from harness import threads
 from harness.config import DataConfig
 from harness.data.preprocess import PreparedSample, prepare_sample, preprocess_key, reach
 from harness.data.rsna import SampleTable
@@ -103,7 +104,9 @@ def _results(table, cfg, chunks, workers):
         return
     # fork: workers inherit the sample table instead of pickling it per task
     ctx = multiprocessing.get_context("fork")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    # one OpenCV thread in each worker, each being one of the free cores: inherited from this process
+    # (a forked child cannot change it safely), which prepares nothing while they do
+    with threads.single_threaded_opencv(), cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         pending, todo = set(), iter(chunks)
         for c in todo:
             pending.add(pool.submit(_prepare_chunk, table, cfg, c))
@@ -118,7 +121,8 @@ def _results(table, cfg, chunks, workers):
 def build(table: SampleTable, cfg: DataConfig, folder: Path, signature: str, key: str,
           workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> PreprocessCache:
     """Prepare every sample of the table into `folder` (atomically); returns the opened cache."""
-    workers = workers or os.cpu_count() or 1
+    # the cores free right now: processes on cores busy elsewhere would slow the build, not speed it
+    workers = workers or threads.free_cores()
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 import pandas as pd
 import pydicom
 
+from harness import threads
 from harness.data import dicom, schema
 from harness.data.rsna import SampleTable, load_samples, read_checked_csv
 from harness.errors import DataError
@@ -111,7 +111,8 @@ def check_dataset(root: str | Path, condition: str = DEFAULT_CONDITION, workers:
     findings = _layout_findings(root)
     findings["coordinates_other_series"] = _other_series(tables)
     paths = sorted({path for table in tables.values() for path in _sample_paths(table)})
-    status = inspect_files(paths, workers or os.cpu_count() or 1, progress)
+    # the cores free right now: a decoder on a core busy elsewhere slows the check, it does not speed it
+    status = inspect_files(paths, workers or threads.free_cores(), progress)
     findings["unreadable_files"] = _unreadable(root, paths, status)
     findings["coordinates_outside_image"] = Finding()
     for cond, table in tables.items():
