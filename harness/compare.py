@@ -1,5 +1,5 @@
 """`harness compare`: finished runs side by side, per class, with intervals, paired tests against a
-baseline and the runs' health alarms (DESIGN.md "Compare").
+baseline and the runs' health alarms (README "Comparing versions").
 
 Runs come from MLflow: the latest FINISHED run per (variant, seed) for the fold, on the baseline's
 dataset, or explicit run ids. Every run must have validated on the same samples (fold fingerprint);

@@ -1,6 +1,6 @@
 """Typed, frozen run configuration: dataclasses grouped by concern, dotted overrides, validation.
 
-Precedence (DESIGN.md "Config"): variant defaults, then --profile, then --config FILE.yaml, then
+Precedence (README "Running", Config): variant defaults, then --profile, then --config FILE.yaml, then
 --set key=value. Every layer goes through `apply_overrides`, so unknown keys and wrong types are
 refused the same way wherever they come from.
 """
@@ -85,7 +85,7 @@ class DataConfig:
     geometrically); False draws once per sample so the slices stay aligned."""
     augment_api: str = "1.x"
     """Meaning of the notebooks' albumentations arguments: '1.x' (what they were written for) or
-    '2.x' (what albumentations 2 does with them: some silently ignored, VARIANTS.md §1.10)."""
+    '2.x' (what albumentations 2 does with them: some silently ignored; README "Known defects", 11)."""
     oversample_fixed_aug: bool = True
     """sampler='progressive': each oversampled copy gets the same augmentation every epoch (the
     notebooks re-seeded per row; a quirk under albumentations 1.x)."""
@@ -208,7 +208,7 @@ class LossConfig:
     """Focusing exponent of the focal loss."""
     focal_form: str = "notebook"
     """'notebook': pt = exp(-weighted smoothed CE), so the class weights also change the focusing
-    (VARIANTS.md §4.5, a defect); 'textbook': pt = softmax probability of the true class."""
+    (a defect: README "Known defects", 8); 'textbook': pt = softmax probability of the true class."""
     aux_weight: float = 0.1
     """Weight of the auxiliary binary + severity CE terms (v4/v10); 0 turns them off."""
     ce_weight: float = 0.6

@@ -351,7 +351,7 @@ def follow(plan: RunPlan, resume: resume_mod.ResumePoint | None) -> None:
     validation set in step with rank 0; records nothing. Only the hooks that steer training run here,
     on the same gathered metrics as rank 0's, so every rank takes the same decisions."""
     cfg = plan.cfg
-    threads.apply(thread_choice(plan, resume).compute, cfg.data.num_workers)  # the parent's choice, as rank 0's
+    threads.apply(plan.chosen_threads.compute, cfg.data.num_workers)  # the parent's choice, as rank 0's
     seed_everything(cfg.train.seed)
     model = plan.variant.build_model(without_pretrained(cfg))  # DDP starts every rank from rank 0's weights
     loss_fn = build_loss(cfg.loss, training_class_weights(plan))
@@ -466,7 +466,7 @@ def _finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monit
                      "harness.dead_class_epochs": ",".join(str(e + 1) for e in sorted(monitor.dead_epochs)) or "none",
                      "harness.stopped_early": str(trainer.should_stop).lower()})
     tta = _log_tta(plan, trainer, best, common)
-    mlflow.log_text(selected_predictions(plan, best).to_csv(index=False), "val_predictions.csv")
+    mlflow.log_text(selected_predictions(plan, trainer.score, best).to_csv(index=False), "val_predictions.csv")
     title = f"{cfg.variant} fold {cfg.fold} (epoch {best.epoch + 1})"
     mlflow.log_figure(plots.confusion(confusion(best.labels, best.probs), title), "confusion_matrix.png")
     mlflow.log_figure(plots.curves(history, f"{cfg.variant} fold {cfg.fold}"), "training_curves.png")
@@ -514,17 +514,15 @@ def _log_tta(plan: RunPlan, trainer: Trainer, best, common: dict) -> dict[str, f
     return metrics
 
 
-def selected_predictions(plan: RunPlan, best) -> pd.DataFrame:
+def selected_predictions(plan: RunPlan, scorer: ValidationScorer, best) -> pd.DataFrame:
     """val_predictions.csv: the selected epoch's probabilities (float64, written to round-trip) for
-    every labelled level of the validation studies. `source` says who predicted a row: 'model', or
-    'fallback' with the `reason` the model had nothing to look at."""
+    every labelled level of the validation studies, the rows the scorer scored. `source` says who
+    predicted a row: 'model', or 'fallback' with the `reason` the model had nothing to look at."""
     val, unseen = plan.val_samples, plan.unseen_val_levels
-    probs = np.concatenate([best.probs.astype(np.float64), np.tile(plan.fallback_probs(), (len(unseen), 1))])
+    study_ids, labels, probs = scorer.all_levels(best.labels, best.probs)
     return pd.DataFrame({
-        "study_id": np.concatenate([val["study_id"].to_numpy(), unseen["study_id"].to_numpy()]),
-        "level": np.concatenate([val["level"].to_numpy(), unseen["level"].to_numpy()]),
-        "label": np.concatenate([best.labels, unseen["label"].to_numpy()]),
-        **{k: probs[:, i] for i, k in enumerate(CLASS_KEYS)},
+        "study_id": study_ids, "level": np.concatenate([val["level"].to_numpy(), unseen["level"].to_numpy()]),
+        "label": labels, **{k: probs[:, i] for i, k in enumerate(CLASS_KEYS)},
         "prediction": probs.argmax(1),
         "source": ["model"] * len(val) + ["fallback"] * len(unseen),
         "reason": [""] * len(val) + unseen["reason"].tolist()})

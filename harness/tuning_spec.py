@@ -1,4 +1,4 @@
-"""Study specs for `harness tune` (DESIGN.md "Tune"): load and validate the YAML, and the pieces the
+"""Study specs for `harness tune` (README "Tuning (Optuna)"): load and validate the YAML, and the pieces the
 tuning engine needs: Optuna suggestions, config overrides, trial 0's parameters, sampler, pruner and
 the `harness run` command that reproduces a trial.
 
