@@ -34,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-REAL_SAMPLES = 8664 + 736 + 470  # labelled spinal levels of the real train.csv (shared/RSNA_DATA.md)
+REAL_SAMPLES = 8664 + 736 + 470  # labelled spinal levels of the real train.csv (docs/data.md)
 PIPELINES = {"v4": ("v4", "native"), "v9": ("v9", "native"), "v9_output": ("v9", "output")}
 
 
 def data_config(variant: str, resolution: str, root: Path, **sets):
     """The variant's full-profile config with cache_resolution set (and any further overrides)."""
-    from harness.registry import get_variant
-    from harness.runner import build_config
+    from harness.core.registry import get_variant
+    from harness.core.run_config import build_config
 
     sets = {"data.cache_resolution": resolution, **{f"data.{k}": v for k, v in sets.items()}}
     return build_config(get_variant(variant), 0, "full", None, sets, str(root))
@@ -161,17 +161,17 @@ def subset(root: Path, dst: Path, studies: int) -> Path:
     """The first `studies` studies of a dataset: CSVs filtered, study folders linked."""
     import pandas as pd
 
-    from harness.data import schema
+    from harness.core import competition
 
-    train = pd.read_csv(root / schema.TRAIN_CSV).head(studies)
+    train = pd.read_csv(root / competition.TRAIN_CSV).head(studies)
     keep = set(train["study_id"])
-    (dst / schema.TRAIN_IMAGES).mkdir(parents=True)
-    train.to_csv(dst / schema.TRAIN_CSV, index=False)
-    for name in (schema.COORDS_CSV, schema.SERIES_CSV):
+    (dst / competition.TRAIN_IMAGES).mkdir(parents=True)
+    train.to_csv(dst / competition.TRAIN_CSV, index=False)
+    for name in (competition.COORDS_CSV, competition.SERIES_CSV):
         frame = pd.read_csv(root / name)
         frame[frame["study_id"].isin(keep)].to_csv(dst / name, index=False)
     for s in keep:
-        (dst / schema.TRAIN_IMAGES / str(s)).symlink_to(root / schema.TRAIN_IMAGES / str(s))
+        (dst / competition.TRAIN_IMAGES / str(s)).symlink_to(root / competition.TRAIN_IMAGES / str(s))
     return dst
 
 
@@ -193,7 +193,7 @@ def pixel_effect(root: Path, n: int, seed: int = 0) -> dict:
         ok = pn.status == 0
         cx, cy = (int(v) for v in table.samples.iloc[int(i)][["x", "y"]])
         jx, jy = (int(rng.integers(-j, j + 1)) for _ in range(2))
-        diff = lambda a, b: np.abs(a[ok].astype(np.int16) - b[ok]).ravel()
+        diff = lambda a, b, ok=ok: np.abs(a[ok].astype(np.int16) - b[ok]).ravel()
         diffs["no_jitter"].append(diff(crops(pn, native, cx, cy), crops(po, output, cx, cy)))
         diffs["jitter"].append(diff(crops(pn, native, cx + jx, cy + jy), crops(po, output, cx + jx, cy + jy)))
         diffs["native_moved_1px"].append(diff(crops(pn, native, cx, cy), crops(pn, native, cx + 1, cy)))
@@ -268,7 +268,8 @@ def main():
         full = results["demo"]["v9"]["build"]
         results["memory_flat"] = {"subset": flat, "samples_ratio": round(full["samples"] / flat["samples"], 2),
                                   **{f"{k}_ratio": round(full[k] / flat[k], 3) for k in
-                                     ("peak_rss_mb_main", "peak_rss_mb_worker", "peak_anon_mb_main", "peak_anon_mb_worker")}}
+                                     ("peak_rss_mb_main", "peak_rss_mb_worker", "peak_anon_mb_main",
+                                      "peak_anon_mb_worker")}}
         shutil.rmtree(work / "cache-flat")
 
         part = subset(root, work / "part", min(args.real_size_studies, args.studies))
@@ -279,7 +280,8 @@ def main():
             for name in PIPELINES:
                 r[name]["extrapolated_real_dataset"] = {
                     "samples": REAL_SAMPLES, "cache_gib": round(r[name]["bytes_per_sample"] * REAL_SAMPLES / 2**30, 2),
-                    "build_seconds": round(r[name]["build"]["build_seconds"] / r[name]["build"]["samples"] * REAL_SAMPLES)}
+                    "build_seconds": round(r[name]["build"]["build_seconds"] / r[name]["build"]["samples"]
+                                           * REAL_SAMPLES)}
             print("pixel effect of cache_resolution=output", file=sys.stderr, flush=True)
             r["pixels"] = pixel_effect(real, args.pixel_samples)
             shutil.rmtree(real)

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.losses import build_loss  # noqa: E402
-from harness.runner import data_source, loaders, prepare, training_class_weights  # noqa: E402
-from harness.trainer import Trainer  # noqa: E402
+from harness.training.loaders import data_source, loaders
+from harness.training.plan import prepare, training_class_weights  # noqa: E402
+from harness.training.trainer import Trainer  # noqa: E402
 
 MODES = {"fp32": {"train.amp": False, "train.channels_last": False},
          "amp": {"train.amp": True, "train.channels_last": False},

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.data.dataset import SliceDataset  # noqa: E402
-from harness.runner import data_source, prepare  # noqa: E402
+from harness.training.loaders import data_source
+from harness.training.plan import prepare  # noqa: E402
 
 
 def delivered(plan, source, augment: str, uint8: bool, batches: int) -> dict:

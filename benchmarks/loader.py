@@ -1,4 +1,4 @@
-"""Loader benchmark (issue 3, DESIGN.md "Performance"), everything side by side in one run.
+"""Loader benchmark (issue 3), everything side by side in one run.
 
 1. samples/s decoding every DICOM each epoch vs reading the preprocessing cache (target: the cache
    at least 50x faster), for v9's full (256 px) and smoke (64 px) settings: the whole sample
@@ -32,8 +32,8 @@ import pydicom
 def v9_data(profile: str = "full"):
     """v9's data settings (full: window 50/350, CLAHE, crop 256 + jitter 16, 256 px; smoke: 64 px),
     without augmentation: the comparison is about where the deterministic part comes from."""
-    from harness.registry import get_variant
-    from harness.runner import build_config
+    from harness.core.registry import get_variant
+    from harness.core.run_config import build_config
 
     return build_config(get_variant("v9"), 0, profile, None, {"data.augment": "none"}, None).data
 
@@ -52,7 +52,7 @@ def bare_read_seconds(table, cfg) -> tuple[float, int]:
     paths = {p for row in table.samples.itertuples() for p in slice_paths(table, row, cfg) if p is not None}
     start = time.perf_counter()
     for p in sorted(paths):
-        pydicom.dcmread(p).pixel_array
+        _ = pydicom.dcmread(p).pixel_array  # decoding is what is timed
     return time.perf_counter() - start, len(paths)
 
 
@@ -65,19 +65,19 @@ def real_size_copy(root: Path, dst: Path, side: int = 512) -> Path:
     import cv2
     import pandas as pd
 
-    from harness.data import schema
+    from harness.core import competition
 
     dst.mkdir()
-    for name in (schema.TRAIN_CSV, schema.SERIES_CSV):
+    for name in (competition.TRAIN_CSV, competition.SERIES_CSV):
         shutil.copy(root / name, dst / name)
-    series = pd.read_csv(root / schema.SERIES_CSV)
-    coords = pd.read_csv(root / schema.COORDS_CSV)
+    series = pd.read_csv(root / competition.SERIES_CSV)
+    coords = pd.read_csv(root / competition.COORDS_CSV)
     t2 = series[series["series_description"] == "Sagittal T2/STIR"]
     factors = {}
     for study, sid in zip(t2["study_id"], t2["series_id"]):
-        out = dst / schema.TRAIN_IMAGES / str(study) / str(sid)
+        out = dst / competition.TRAIN_IMAGES / str(study) / str(sid)
         out.mkdir(parents=True)
-        for f in sorted((root / schema.TRAIN_IMAGES / str(study) / str(sid)).glob("*.dcm")):
+        for f in sorted((root / competition.TRAIN_IMAGES / str(study) / str(sid)).glob("*.dcm")):
             ds = pydicom.dcmread(f)
             img = ds.pixel_array
             fx, fy = side / ds.Columns, side / ds.Rows
@@ -90,7 +90,7 @@ def real_size_copy(root: Path, dst: Path, side: int = 512) -> Path:
     coords = coords[keep].copy()
     coords["x"] *= coords["series_id"].map(lambda s: factors[s][0])
     coords["y"] *= coords["series_id"].map(lambda s: factors[s][1])
-    coords.to_csv(dst / schema.COORDS_CSV, index=False)
+    coords.to_csv(dst / competition.COORDS_CSV, index=False)
     return dst
 
 
@@ -111,7 +111,8 @@ def build_only(root: Path, cache_dir: Path):
     seconds = time.perf_counter() - start
     mb = lambda who: resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"samples": len(table.samples), "seconds": seconds, "cache_mb": built.manifest["bytes"] / 2**20,
-                      "peak_rss_mb_main": mb(resource.RUSAGE_SELF), "peak_rss_mb_worker": mb(resource.RUSAGE_CHILDREN)}))
+                      "peak_rss_mb_main": mb(resource.RUSAGE_SELF),
+                      "peak_rss_mb_worker": mb(resource.RUSAGE_CHILDREN)}))
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Pruning benchmark (issue 6, DESIGN.md "Performance"): one demo study run twice, with the median
+"""Pruning benchmark (issue 6): one demo study run twice, with the median
 pruner and without, side by side; records the training epochs each spent and the best value each
 reached.
 
@@ -46,7 +46,8 @@ def run_study(workdir: Path, name: str, pruner: str, trials: int, epochs: int, h
     subprocess.run([sys.executable, "-m", "harness", "tune", str(spec)], cwd=workdir, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
-    study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(spec.with_suffix(".journal")))))
+    study = optuna.load_study(study_name=name,
+                              storage=JournalStorage(JournalFileBackend(str(spec.with_suffix(".journal")))))
     epochs_run = sum(int(t.user_attrs.get("epochs", 0)) for t in study.trials)
     states = [t.state.name for t in study.trials]
     return {"trials": len(study.trials), "pruned": states.count("PRUNED"), "complete": states.count("COMPLETE"),

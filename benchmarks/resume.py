@@ -23,12 +23,14 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import resume  # noqa: E402
-from harness.hooks import save_atomic  # noqa: E402
+from harness.core.registry import get_variant  # noqa: E402
+from harness.core.run_config import build_config
 from harness.losses import build_loss  # noqa: E402
-from harness.registry import get_variant  # noqa: E402
-from harness.runner import build_config, execute, prepare  # noqa: E402
-from harness.trainer import Trainer  # noqa: E402
+from harness.training import resume  # noqa: E402
+from harness.training.execute import execute
+from harness.training.hooks import save_atomic  # noqa: E402
+from harness.training.plan import prepare  # noqa: E402
+from harness.training.trainer import Trainer  # noqa: E402
 
 REPEATS = 3
 
@@ -84,7 +86,8 @@ def main():
         folder = Path(tmp)
         costs = [checkpoint_cost(v, folder) for v in ("v4", "v9")]
         job = main_job_ratio(folder)
-    out = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    out = {"machine": machine,
            "checkpoints": costs, "main_job": job}
     (ROOT / "benchmarks" / "resume.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

@@ -42,10 +42,12 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import threads  # noqa: E402
+from harness.core import threads  # noqa: E402
 from harness.losses import build_loss  # noqa: E402
-from harness.runner import data_source, loaders, prepare, training_class_weights  # noqa: E402
-from harness.trainer import Trainer, loader_generators, seed_everything  # noqa: E402
+from harness.training.loaders import data_source, loaders
+from harness.training.plan import prepare, training_class_weights  # noqa: E402
+from harness.training.rng import loader_generators, seed_everything  # noqa: E402
+from harness.training.trainer import Trainer
 
 HOG = "import time\nend = time.monotonic() + 3600\nwhile time.monotonic() < end:\n    pass\n"
 

@@ -12,8 +12,8 @@ import sys
 
 from rich.console import Console
 
-from harness.data.schema import CONDITIONS  # constants only: costs nothing at start-up
-from harness.errors import HarnessError, UsageError
+from harness.core.competition import CONDITIONS  # constants only: costs nothing at start-up
+from harness.core.errors import HarnessError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,7 +111,7 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sets(args) -> dict:
-    from harness.config import parse_set
+    from harness.core.overrides import parse_set
 
     sets = parse_set(args.set)
     if getattr(args, "seed", None) is not None:
@@ -125,8 +125,8 @@ def check_run_arguments(args, sets: dict):
     """Everything about a run that can be wrong without reading data, checked before torch, MLflow
     and albumentations are imported: the variant, fold, profile, config file, --set keys, types and
     values, and the weights file. Returns the variant and the resolved config."""
-    from harness.registry import get_variant
-    from harness.run_config import build_config, default_profile
+    from harness.core.registry import get_variant
+    from harness.core.run_config import build_config, default_profile
 
     variant = get_variant(args.variant)
     profile = args.profile or default_profile(args.data_dir)
@@ -136,7 +136,8 @@ def check_run_arguments(args, sets: dict):
 def cmd_run(args, console: Console) -> int:
     sets = _run_sets(args)
     check_run_arguments(args, sets)
-    from harness.runner import describe, execute, execute_distributed, find_resume, prepare
+    from harness.training.execute import execute, execute_distributed, find_resume
+    from harness.training.plan import describe, prepare
 
     plan = prepare(args.variant, args.fold, args.data_dir, args.profile, args.config, sets, console)
     describe(plan, console)
@@ -148,7 +149,7 @@ def cmd_run(args, console: Console) -> int:
 
 
 def cmd_config(args, console: Console) -> int:
-    from harness import config_view
+    from harness.core import config_view
 
     sets = _run_sets(args)
     variant, cfg = check_run_arguments(args, sets)
@@ -164,7 +165,7 @@ def cmd_config(args, console: Console) -> int:
 
 def check_compare_arguments(args) -> None:
     """Names, duplicates, the baseline and --run-missing's config, before MLflow is imported."""
-    from harness.registry import get_variant
+    from harness.core.registry import get_variant
 
     if not args.variants and not args.runs:
         raise UsageError("compare: name at least two variants (e.g. v4 v8 v9) or --runs RUN_ID ...")
@@ -179,8 +180,8 @@ def check_compare_arguments(args) -> None:
     if args.baseline and args.variants and args.baseline not in args.variants:
         raise UsageError(f"--baseline {args.baseline}: not among the compared variants ({', '.join(args.variants)})")
     if args.run_missing:
-        from harness.config import parse_set
-        from harness.run_config import build_config, default_profile
+        from harness.core.overrides import parse_set
+        from harness.core.run_config import build_config, default_profile
 
         sets, profile = parse_set(args.set), args.profile or default_profile(args.data_dir)
         for name in args.variants:
@@ -191,27 +192,26 @@ def cmd_compare(args, console: Console) -> int:
     check_compare_arguments(args)
     from pathlib import Path
 
-    from mlflow.tracking import MlflowClient
-
-    from harness import tracking
-    from harness.compare import compare, find_runs
-    from harness.compare_output import log_comparison_run, print_report, write_files
+    from harness.compare.report import log_comparison_run, print_report, write_files
+    from harness.compare.runs import compare, find_runs
+    from harness.tracking import store
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
     out = Console(stderr=True) if args.json else console  # keep stdout for the JSON
-    client = MlflowClient(tracking.ensure_store())
-    runs = find_runs(client, args.variants, args.fold, args.runs)
+    uri = store.ensure_store()
+    runs = find_runs(args.variants, args.fold, args.runs)
     missing = [v for v in args.variants if v not in runs]
     if missing and args.run_missing:
-        from harness.config import parse_set
-        from harness.runner import describe, execute, prepare
+        from harness.core.overrides import parse_set
+        from harness.training.execute import execute
+        from harness.training.plan import describe, prepare
 
         for name in missing:
             out.print(f"[bold]--run-missing:[/] training {name} fold {args.fold}")
             plan = prepare(name, args.fold, args.data_dir, args.profile, None, parse_set(args.set), out)
             describe(plan, out)
             execute(plan, out)
-        runs = find_runs(client, args.variants, args.fold, args.runs)
+        runs = find_runs(args.variants, args.fold, args.runs)
         missing = [v for v in args.variants if v not in runs]
     if missing:
         raise UsageError(f"no finished run of {', '.join(missing)} for fold {args.fold} "
@@ -231,17 +231,17 @@ def cmd_compare(args, console: Console) -> int:
         print(json.dumps(report, indent=2))
     else:
         print_report(report, console)
-        console.print(f"comparison run {report['comparison_run']} (harness.kind=comparison) in {client.tracking_uri}")
+        console.print(f"comparison run {report['comparison_run']} (harness.kind=comparison) in {uri}")
     return 0
 
 
 def check_tune_arguments(args):
     """The spec file (keys, objective metric, space), the storage URL, the counts and the spec against
     the run config it will train with, before torch and MLflow are imported. Returns the spec."""
-    from harness.config import parse_set
-    from harness.registry import get_variant
-    from harness.run_config import build_config, default_profile
-    from harness.tuning_spec import check_spec, load_spec
+    from harness.core.overrides import parse_set
+    from harness.core.registry import get_variant
+    from harness.core.run_config import build_config, default_profile
+    from harness.tuning.spec import check_spec, load_spec
 
     spec = load_spec(args.spec)
     if args.storage and "://" not in args.storage:
@@ -259,10 +259,10 @@ def check_tune_arguments(args):
 
 
 def cmd_tune(args, console: Console) -> int:
-    from harness.config import parse_set
+    from harness.core.overrides import parse_set
 
     spec, trials = check_tune_arguments(args)
-    from harness.tuning import TuneArgs, tune, worker_main
+    from harness.tuning.study import TuneArgs, tune, worker_main
 
     targs = TuneArgs(trials, args.storage, args.workers, args.data_dir, args.profile, parse_set(args.set), args.set)
     if args.worker_trials is not None:
@@ -273,7 +273,7 @@ def cmd_tune(args, console: Console) -> int:
 
 
 def cmd_variants(args, console: Console) -> int:
-    from harness.registry import list_variants, summarise
+    from harness.core.registry import list_variants, summarise
 
     with Console(stderr=True).status("building each variant's model to count its parameters"):
         rows = [summarise(name) for name in list_variants()]
@@ -293,7 +293,7 @@ def cmd_data(args, console: Console) -> int:
 def _data_demo(args, console: Console) -> int:
     from pathlib import Path
 
-    from harness.runner import harness_home, write_demo
+    from harness.training.plan import harness_home, write_demo
 
     out = Path(args.out) if args.out else harness_home() / "demo"
     studies, seed = args.studies, args.seed
@@ -309,7 +309,7 @@ def _data_check(args, console: Console) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     from harness.data.check import check_dataset, print_report
-    from harness.runner import resolve_data
+    from harness.training.plan import resolve_data
 
     err = Console(stderr=True)  # messages stay off stdout, which may be --json
     root, _ = resolve_data(args.data_dir, err)  # as `harness run`: --data-dir, $RSNA_DATA_DIR, else the demo
@@ -325,16 +325,16 @@ def _data_check(args, console: Console) -> int:
 
 
 def cmd_ui(args, console: Console) -> int:
-    from harness import tracking
+    from harness.tracking import store
 
-    uri = tracking.ensure_store()
+    uri = store.ensure_store()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
-    if uri == tracking.default_uri():
-        cmd += ["--default-artifact-root", tracking.artifact_root().as_uri()]
+    if uri == store.default_uri():
+        cmd += ["--default-artifact-root", store.artifact_root().as_uri()]
     console.print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop")
     console.print("first visit: click 'Model training' at the top left (MLflow 3 opens in GenAI mode), or open:")
-    for name, link in tracking.ui_links(f"http://{args.host}:{args.port}"):
+    for name, link in store.ui_links(f"http://{args.host}:{args.port}"):
         console.print(f"  {name}: {link}", soft_wrap=True)
     sys.stdout.flush()
     os.execv(sys.executable, cmd)  # replace this process: signals go straight to the server
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (run_states.Stopped)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run (harness.core.signals.Stopped)
         # a command that already said what stopped and how to go on sets `message` ("" for silence)
         message = getattr(exc, "message", None)
         if message is None:

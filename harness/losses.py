@@ -13,15 +13,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.config import LossConfig
-from harness.errors import DataError, UsageError
+from harness.core.config import LossConfig
+from harness.core.errors import DataError, UsageError
 
 LossFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 LossFactory = Callable[[LossConfig, "torch.Tensor | None"], LossFn]
 
 # rule -> (exponent of 1/n, added to n, clip range after normalising to sum 3)
 _WEIGHT_RULES = {"inverse": (1.0, 0.0, None),               # baseline: 1/n
-                 "inverse_sqrt": (0.5, 1e-6, (0.3, 2.0))}   # v4 (VARIANTS.md §4.3)
+                 "inverse_sqrt": (0.5, 1e-6, (0.3, 2.0))}   # v4 (docs/variants.md §4.3)
 
 
 def class_weights_from_counts(counts: Sequence[int], rule: str,
@@ -58,7 +58,7 @@ def _cross_entropy(logits, y, weight, smoothing, reduction="mean"):
 
 
 def _focal(logits, y, weight, cfg: LossConfig):
-    """Focal loss, plain batch mean. 'notebook' (VARIANTS.md §4.5): ce = weighted smoothed CE per sample,
+    """Focal loss, plain batch mean. 'notebook' (docs/variants.md §4.5): ce = weighted smoothed CE per sample,
     pt = exp(-ce), (1-pt)^gamma * ce, so the weights also change the focusing. 'textbook' (Lin et al.):
     pt = softmax probability of the true class from the raw logits, alpha_y (1-pt)^gamma * ce with ce
     the smoothed, unweighted CE."""

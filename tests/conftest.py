@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.data import schema
+from harness.core import competition
 from harness.data.demo import generate_demo
 
 SMALL_STUDIES = 12
@@ -36,10 +36,23 @@ def workdir(tmp_path, monkeypatch) -> Path:
 def editable_copy(demo_root: Path, dst: Path) -> Path:
     """The CSVs copied (so a test can break them), the images linked (they stay read-only)."""
     dst.mkdir()
-    for name in (schema.TRAIN_CSV, schema.COORDS_CSV, schema.SERIES_CSV):
+    for name in (competition.TRAIN_CSV, competition.COORDS_CSV, competition.SERIES_CSV):
         shutil.copy(demo_root / name, dst / name)
-    (dst / schema.TRAIN_IMAGES).symlink_to(demo_root / schema.TRAIN_IMAGES)
+    (dst / competition.TRAIN_IMAGES).symlink_to(demo_root / competition.TRAIN_IMAGES)
     return dst
+
+
+def install_plugin(site: Path, module: str, source: str, variants: list[str]) -> dict[str, str]:
+    """A third-party variant package as `pip install` leaves it: `module`.py plus its .dist-info with
+    the `harness.variants` entry points, in `site`; returns the environment that puts it on sys.path
+    (discovery then goes through importlib.metadata unchanged)."""
+    site.mkdir()
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.variants]\n" + "".join(f"{v} = {module}\n" for v in variants))
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
 def harness_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

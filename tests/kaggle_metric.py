@@ -1,5 +1,5 @@
 """A reference copy of the RSNA 2024 lumbar competition metric, written from its published definition
-(docs/data.md, "The competition metric") and kept apart from harness.metrics, so the tests can
+(docs/data.md, "The competition metric") and kept apart from harness.metrics.classification, so the tests can
 check the harness against it. It works on Kaggle's own tables: a solution (row_id, one-hot
 normal_mild/moderate/severe, sample_weight) and a submission (row_id, three probabilities)."""
 from __future__ import annotations
@@ -43,7 +43,8 @@ def tables(study_ids, levels, labels, probs, condition: str = "spinal_canal_sten
     row_id = [f"{s}_{condition}_{lvl}" for s, lvl in zip(study_ids, levels)]
     solution = pd.DataFrame({"row_id": row_id, **{t: (labels == k).astype(int) for k, t in enumerate(TARGETS)},
                              "sample_weight": np.array([1.0, 2.0, 4.0])[labels]})
-    submission = pd.DataFrame({"row_id": row_id, **{t: np.asarray(probs, np.float64)[:, k] for k, t in enumerate(TARGETS)}})
+    submission = pd.DataFrame({"row_id": row_id, **{t: np.asarray(probs, np.float64)[:, k] for k,
+                                                    t in enumerate(TARGETS)}})
     return solution, submission
 
 

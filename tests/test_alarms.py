@@ -3,10 +3,18 @@ exactly at its threshold; config overrides reach them; tag format."""
 import pytest
 from scipy.stats import linregress
 
-from harness.alarms import (alarm_tags, dead_class, health_alarms, instability, majority_ceiling, overfitting,
-                            peak_then_decline)
-from harness.config import AlarmConfig, Config, apply_overrides
-from harness.errors import UsageError
+from harness.core.config import AlarmConfig, Config
+from harness.core.errors import UsageError
+from harness.core.overrides import apply_overrides
+from harness.metrics.alarms import (
+    alarm_tags,
+    dead_class,
+    health_alarms,
+    instability,
+    majority_ceiling,
+    overfitting,
+    peak_then_decline,
+)
 
 D = AlarmConfig()
 

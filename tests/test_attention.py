@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from harness.attention import attention_figures, collect_slice_attention, pick_examples
-from harness.config import apply_overrides
+from harness.core.competition import SEVERITIES
+from harness.core.overrides import apply_overrides
+from harness.core.profiles import PROFILES
+from harness.core.registry import get_variant, list_variants
 from harness.data.dataset import SliceDataset, normalize_on_device
 from harness.data.rsna import load_samples
-from harness.data.schema import SEVERITIES
-from harness.profiles import PROFILES
-from harness.registry import get_variant, list_variants
+from harness.tracking.attention import attention_figures, collect_slice_attention, pick_examples
 
 VARIANTS = list_variants()
 # what each notebook's pool returns: per-sample softmax weights, global learned ones (v8), or none (v7)

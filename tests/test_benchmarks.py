@@ -3,6 +3,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -24,6 +26,7 @@ def test_gpu_benchmark_runs_with_the_smoke_profile_on_cpu(demo_root, workdir):
         assert row["device"] == "cpu" and row["amp_dtype"] is None and row["channels_last"] is False
 
 
+@pytest.mark.slow
 def test_threads_benchmark_runs_on_the_small_demo(demo_root, workdir):
     out = workdir / "threads.json"
     assert _load("threads").main(["--rounds", "1", "--epochs", "1", "--cases", "idle", "--arms", "one", "chosen",

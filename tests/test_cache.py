@@ -7,12 +7,12 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
+from harness.core.registry import get_variant
+from harness.core.run_config import build_config
 from harness.data import cache
 from harness.data.dataset import DirectSource, SliceDataset, crops
 from harness.data.preprocess import MISSING, OK, UNREADABLE, prepare_sample, preprocess_key
 from harness.data.rsna import data_fingerprint, load_samples
-from harness.registry import get_variant
-from harness.runner import build_config
 
 SETTINGS = {  # each a pipeline the cache must reproduce exactly, random training parts included
     "v9 smoke, jitter + v8 augmentation": {"data.crop_jitter": 6, "data.augment": "v8"},

@@ -2,18 +2,18 @@
 usage error and 1 for a data error, and no MLflow run left behind."""
 import pandas as pd
 import pytest
-
 from conftest import editable_copy, harness_cli
+
 from harness.cli import main
-from harness.data import schema
+from harness.core import competition
 
 BREAKS = {  # a broken copy of the demo's CSVs per data error
-    "missing_csv": lambda d: (d / schema.SERIES_CSV).unlink(),
-    "missing_column": lambda d: _edit(d, schema.COORDS_CSV, lambda df: df.drop(columns=["x"])),
-    "wrong_label": lambda d: _edit(d, schema.TRAIN_CSV, lambda df: df.assign(spinal_canal_stenosis_l1_l2="Mild")),
-    "non_integer_id": lambda d: _edit(d, schema.COORDS_CSV, lambda df: df.assign(series_id="../../etc")),
-    "no_usable_sample": lambda d: _edit(d, schema.TRAIN_CSV, lambda df: df.assign(
-        **{f"spinal_canal_stenosis_{lv}": None for lv in schema.LEVELS})),
+    "missing_csv": lambda d: (d / competition.SERIES_CSV).unlink(),
+    "missing_column": lambda d: _edit(d, competition.COORDS_CSV, lambda df: df.drop(columns=["x"])),
+    "wrong_label": lambda d: _edit(d, competition.TRAIN_CSV, lambda df: df.assign(spinal_canal_stenosis_l1_l2="Mild")),
+    "non_integer_id": lambda d: _edit(d, competition.COORDS_CSV, lambda df: df.assign(series_id="../../etc")),
+    "no_usable_sample": lambda d: _edit(d, competition.TRAIN_CSV, lambda df: df.assign(
+        **{f"spinal_canal_stenosis_{lv}": None for lv in competition.LEVELS})),
 }
 
 
@@ -26,19 +26,24 @@ def _edit(root, name, change):
     (["run", "v99", "--data-dir", "{demo}"], 2, "unknown variant 'v99'"),
     (["run", "v9", "--fold", "5", "--data-dir", "{demo}"], 2, "fold must be within 0-4"),
     (["run", "v9", "--fold", "-1", "--data-dir", "{demo}"], 2, "fold must be within 0-4"),
-    (["run", "v9", "--data-dir", "{demo}", "--set", "train.epoch=3"], 2, "unknown config key 'train.epoch' (did you mean train.epochs?)"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "train.epoch=3"], 2,
+     "unknown config key 'train.epoch' (did you mean train.epochs?)"),
     (["run", "v9", "--data-dir", "{demo}", "--set", "train.epochs=abc"], 2, "train.epochs expects int, got 'abc'"),
     (["run", "v9", "--data-dir", "{demo}", "--set", "train.epochs"], 2, "--set expects key=value, got 'train.epochs'"),
     (["run", "v9", "--data-dir", "{demo}", "--profile", "full"], 2, "model.pretrained=true needs model.weights_file"),
-    (["run", "v9", "--data-dir", "{demo}", "--set", "model.weights_file=/no/such.pth"], 2, "model.weights_file: no such file"),
-    (["run", "v9", "--data-dir", "{demo}", "--profile", "smoke", "--resume", "feedbeef"], 2, "--resume feedbeef: no such run id"),
+    (["run", "v9", "--data-dir", "{demo}", "--set", "model.weights_file=/no/such.pth"], 2,
+     "model.weights_file: no such file"),
+    (["run", "v9", "--data-dir", "{demo}", "--profile", "smoke", "--resume", "feedbeef"], 2,
+     "--resume feedbeef: no such run id"),
     (["run"], 2, "the following arguments are required: variant"),
     # data errors: exit 1
     (["run", "v9", "--data-dir", "/nonexistent/rsna"], 1, "--data-dir /nonexistent/rsna: no such folder"),
     (["run", "v9", "--data-dir", "{missing_csv}"], 1, "train_series_descriptions.csv: file not found"),
     (["run", "v9", "--data-dir", "{missing_column}"], 1, "train_label_coordinates.csv: missing column 'x'"),
-    (["run", "v9", "--data-dir", "{wrong_label}"], 1, "train.csv: column 'spinal_canal_stenosis_l1_l2' has the label 'Mild'"),
-    (["run", "v9", "--data-dir", "{non_integer_id}"], 1, "train_label_coordinates.csv: column 'series_id' must hold integers"),
+    (["run", "v9", "--data-dir", "{wrong_label}"], 1,
+     "train.csv: column 'spinal_canal_stenosis_l1_l2' has the label 'Mild'"),
+    (["run", "v9", "--data-dir", "{non_integer_id}"], 1,
+     "train_label_coordinates.csv: column 'series_id' must hold integers"),
     (["run", "v9", "--data-dir", "{no_usable_sample}"], 1, "no usable spinal_canal_stenosis samples"),
 ], ids=lambda v: v if isinstance(v, int) else None)
 def test_bad_input(demo_root, workdir, capsys, args, code, needle):
@@ -85,11 +90,12 @@ def test_data_demo_writes_the_layout_and_refuses_to_overwrite(workdir):
     out = workdir / "d"
     res = harness_cli("data", "demo", "--out", str(out), "--studies", "2", "--seed", "5", cwd=workdir)
     assert res.returncode == 0, res.stderr
-    assert (out / schema.TRAIN_CSV).is_file() and (out / schema.TRAIN_IMAGES).is_dir()
+    assert (out / competition.TRAIN_CSV).is_file() and (out / competition.TRAIN_IMAGES).is_dir()
     again = harness_cli("data", "demo", "--out", str(out), "--studies", "2", cwd=workdir)
     assert again.returncode == 2 and "folder exists and holds no complete demo dataset" in again.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_cache_folder_is_one_line_and_no_run(demo_root, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")
@@ -114,23 +120,24 @@ def test_damaged_but_usable_data_trains_and_names_each_problem(demo_root, workdi
 
     data = workdir / "damaged"
     shutil.copytree(demo_root, data)
-    coords = pd.read_csv(data / schema.COORDS_CSV)
+    coords = pd.read_csv(data / competition.COORDS_CSV)
     spinal = coords[coords["condition"] == "Spinal Canal Stenosis"]
     studies = sorted(spinal["study_id"].unique())
     gone, unlabelled, off = studies[:3]
     series = spinal.loc[spinal["study_id"] == gone, "series_id"].iloc[0]
-    shutil.rmtree(data / schema.TRAIN_IMAGES / str(gone) / str(series))
-    _edit(data, schema.TRAIN_CSV, lambda df: df.assign(**{c: df[c].where(df["study_id"] != unlabelled)
+    shutil.rmtree(data / competition.TRAIN_IMAGES / str(gone) / str(series))
+    _edit(data, competition.TRAIN_CSV, lambda df: df.assign(**{c: df[c].where(df["study_id"] != unlabelled)
                                                           for c in df.columns if c != "study_id"}))
     moved = spinal.index[spinal["study_id"] == off][0]
     coords.loc[moved, "x"] = 5000.0
-    coords.to_csv(data / schema.COORDS_CSV, index=False)
+    coords.to_csv(data / competition.COORDS_CSV, index=False)
 
     assert main(["run", "v9", "--data-dir", str(data), "--profile", "smoke", "--set", "train.epochs=1"]) == 0
     out = capsys.readouterr().out
     assert f"(study {unlabelled} has no spinal_canal_stenosis label at any level)" in out
-    assert f"(first: series folder {schema.TRAIN_IMAGES}/{gone}/{series} missing)" in out
-    assert "1 label point(s) outside their image" in out and "(5000, " in out and f"{schema.TRAIN_IMAGES}/{off}/" in out
+    assert f"(first: series folder {competition.TRAIN_IMAGES}/{gone}/{series} missing)" in out
+    assert "1 label point(s) outside their image" in out and "(5000, " in out
+    assert f"{competition.TRAIN_IMAGES}/{off}/" in out
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     m = run.data.metrics
@@ -145,7 +152,8 @@ def test_damaged_but_usable_data_trains_and_names_each_problem(demo_root, workdi
     (["compare", "v4", "v4"], "v4 named twice"),
     (["compare", "v4"], "v4 alone"),
     (["compare", "v4", "v9", "--baseline", "v8"], "--baseline v8: not among the compared variants"),
-    (["run", "v9", "--profile", "smoke", "--set", "model.weights_file=/no/such.pth"], "model.weights_file: no such file"),
+    (["run", "v9", "--profile", "smoke", "--set", "model.weights_file=/no/such.pth"],
+     "model.weights_file: no such file"),
     (["run", "v9", "--profile", "smoke", "--set", "model.weights_file={weights}"], "model.pretrained is false"),
     (["config", "v9", "--set", "train.epoch=3"], "unknown config key 'train.epoch' (did you mean train.epochs?)"),
     (["tune", "{spec}"], "objective.metric 'best/balanced_acuracy' is not a figure a run logs"),
@@ -185,7 +193,7 @@ def test_bare_harness_prints_the_usage_and_every_command(capsys):
 def test_config_lists_every_key_with_its_value_source_and_doc(capsys):
     import json
 
-    from harness.config import Config
+    from harness.core.config import Config
 
     assert main(["config", "v9", "--set", "train.epochs=3", "--json"]) == 0
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}

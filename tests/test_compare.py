@@ -6,10 +6,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import harness_cli
 from mlflow import MlflowClient
 
-from conftest import harness_cli
-from harness.data.schema import CLASS_KEYS
+from harness.core.competition import CLASS_KEYS
 
 COUNTS = (600, 60, 90)  # Normal/Mild, Moderate, Severe: a fold's proportions, scaled down
 
@@ -29,7 +29,9 @@ def _predictions(right_severe: int, flip_one: bool = False) -> pd.DataFrame:
         pred[0] = 0  # one more Normal right
     probs = np.full((len(y), 3), 0.1)
     probs[np.arange(len(y)), pred] = 0.8
-    return pd.DataFrame({"study_id": np.arange(len(y)) // 5 + 1000, "level": np.array(["l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"])[np.arange(len(y)) % 5],
+    return pd.DataFrame({"study_id": np.arange(len(y)) // 5 + 1000, "level": np.array(["l1_l2", "l2_l3", "l3_l4",
+                                                                                       "l4_l5",
+                                                                                       "l5_s1"])[np.arange(len(y)) % 5],
                          "label": y, **{k: probs[:, i] for i, k in enumerate(CLASS_KEYS)}, "prediction": pred})
 
 
@@ -111,6 +113,7 @@ def test_a_missing_variant_is_a_one_line_error(store):
     assert res.returncode == 2 and "no finished run of v9" in res.stderr and "--run-missing" in res.stderr
 
 
+@pytest.mark.slow
 def test_end_to_end_on_smoke_runs(demo_root, tmp_path):
     """Two real smoke runs, a third trained by --run-missing, then the comparison read from --json."""
     for name in ("v9", "v7"):

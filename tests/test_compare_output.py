@@ -7,16 +7,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import harness_cli
 from matplotlib.container import BarContainer
-from mlflow import MlflowClient
 from rich.cells import cell_len
 from rich.console import Console
-
-from conftest import harness_cli
-from harness.compare import compare, find_runs
-from harness.compare_output import figures, print_report, write_files
-from harness.data.schema import CLASS_KEYS, SEVERITIES
 from test_compare import COUNTS, _log_run, _predictions
+
+from harness.compare.report import figures, print_report, write_files
+from harness.compare.runs import compare, find_runs
+from harness.core.competition import CLASS_KEYS, SEVERITIES
 
 ORDER = ["v4", "v9", "v8"]
 
@@ -35,7 +34,7 @@ def compared(tmp_path_factory):
             _log_run("v4", _predictions(40), seed=43, epochs=3)
             _log_run("v9", _predictions(90))
             _log_run("v8", _predictions(40, flip_one=True))
-            runs = find_runs(MlflowClient(mlflow.get_tracking_uri()), ORDER, 0, [])
+            runs = find_runs(ORDER, 0, [])
             yield compare(runs, ORDER, "v4"), runs, root
         finally:
             mlflow.set_tracking_uri(None)

@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import balanced_accuracy_score
 
-from harness.compare_stats import holm, paired_difference, pooled, recall_intervals, verdict
-from harness.metrics import classification_metrics
+from harness.compare.stats import holm, paired_difference, pooled, recall_intervals, verdict
+from harness.metrics.classification import classification_metrics
 
 CLASS_SIZES = (600, 60, 90)  # the real fold's proportions, scaled down
 INDISTINGUISHABLE = "A and B are indistinguishable on this fold (difference within noise)"
@@ -19,7 +19,8 @@ def make_labels(scale: int = 1) -> np.ndarray:
 
 
 def make_run(labels: np.ndarray, severe_right: int = 45, scale: int = 1) -> np.ndarray:
-    """540/600 Normal, 30/60 Moderate and `severe_right`/90 Severe right (per scale), errors predicted Moderate/Normal."""
+    """540/600 Normal, 30/60 Moderate and `severe_right`/90 Severe right (per scale), errors predicted
+    Moderate/Normal."""
     preds = labels.copy()
     for k, right in ((0, 540), (1, 30), (2, severe_right)):
         rows = np.flatnonzero(labels == k)

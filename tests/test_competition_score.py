@@ -4,25 +4,28 @@ would, and the run's, compare's and the reference metric's figures agree."""
 import json
 import os
 
+import kaggle_metric
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import editable_copy, harness_cli
 from mlflow import MlflowClient
 from rich.console import Console
 
-import kaggle_metric
-from conftest import editable_copy, harness_cli
-from harness import compare
-from harness.data import schema
+from harness.compare import runs as compare
+from harness.core import competition
 from harness.data.demo import MARKER
 from harness.data.rsna import load_samples
+
+pytestmark = pytest.mark.slow  # every test reads the one harness run of the module fixture
 
 EPOCHS = 2
 SPINAL = "spinal_canal_stenosis"
 
 
 def _plan(root, fold: int, folds: int, home):
-    from harness.runner import prepare
+    from harness.training.plan import prepare
 
     os.environ["HARNESS_HOME"] = str(home)
     try:
@@ -35,13 +38,13 @@ def _copy_with_both_kinds(demo_root, tmp):
     """A copy in which a second study has no spinal coordinate at all and shares the other-series
     study's fold: a study without any sample joins fold study_id % num_folds."""
     t1_study = json.loads((demo_root / MARKER).read_text())["spinal_on_t1_study"]
-    coords = pd.read_csv(demo_root / schema.COORDS_CSV)
+    coords = pd.read_csv(demo_root / competition.COORDS_CSV)
     spinal = coords["condition"] == "Spinal Canal Stenosis"
     for folds in (5, 4, 3, 2):
         for study in sorted(set(coords.loc[spinal, "study_id"]) - {t1_study}):
             if study % folds == t1_study % folds:
                 root = editable_copy(demo_root, tmp / "data")
-                coords[~(spinal & (coords["study_id"] == study))].to_csv(root / schema.COORDS_CSV, index=False)
+                coords[~(spinal & (coords["study_id"] == study))].to_csv(root / competition.COORDS_CSV, index=False)
                 return root, t1_study % folds, folds, t1_study, study
     pytest.fail("no study shares a fold with the other-series study")
 
@@ -68,9 +71,9 @@ def test_every_labelled_level_of_the_validation_studies_is_in_the_predictions(sc
     # the validation studies: those the model saw, and the two without a sample (fold study_id % num_folds)
     t1, none = scored_run["t1_study"], scored_run["uncoordinated"]
     studies = set(model["study_id"]) | {t1, none}
-    train = pd.read_csv(root / schema.TRAIN_CSV).set_index("study_id")
-    expected = {(s, lvl): schema.SEVERITIES.index(train.loc[s, f"{SPINAL}_{lvl}"]) for s in studies
-                for lvl in schema.LEVELS if isinstance(train.loc[s, f"{SPINAL}_{lvl}"], str)}
+    train = pd.read_csv(root / competition.TRAIN_CSV).set_index("study_id")
+    expected = {(s, lvl): competition.SEVERITIES.index(train.loc[s, f"{SPINAL}_{lvl}"]) for s in studies
+                for lvl in competition.LEVELS if isinstance(train.loc[s, f"{SPINAL}_{lvl}"], str)}
     got = dict(zip(zip(preds["study_id"], preds["level"]), preds["label"]))
     assert len(preds) == len(got) and got == expected  # each labelled level once, with its label
     fallback = preds[preds["source"] == "fallback"]
@@ -80,7 +83,7 @@ def test_every_labelled_level_of_the_validation_studies_is_in_the_predictions(sc
     # the stated fallback: the training fold's class frequencies
     train_labels = plan.table.samples["label"].iloc[plan.train_rows]
     prior = np.bincount(train_labels, minlength=3) / len(train_labels)
-    assert np.allclose(fallback[list(schema.CLASS_KEYS)].to_numpy(), prior, atol=0, rtol=1e-15)
+    assert np.allclose(fallback[list(competition.CLASS_KEYS)].to_numpy(), prior, atol=0, rtol=1e-15)
     assert len(model) == len(plan.val_rows) and set(model["reason"]) == {""}
     m = scored_run["run"].data.metrics
     assert m["data/fallback_levels"] == len(fallback) and m["data/dropped_other_series"] == 5
@@ -90,11 +93,15 @@ def test_every_labelled_level_of_the_validation_studies_is_in_the_predictions(sc
 
 def test_the_runs_compares_and_the_references_scores_agree(scored_run):
     preds, run, client = scored_run["preds"], scored_run["run"], scored_run["client"]
-    probs = preds[list(schema.CLASS_KEYS)].to_numpy(np.float64)
+    mlflow.set_tracking_uri(client.tracking_uri)  # where compare reads runs from
+    probs = preds[list(competition.CLASS_KEYS)].to_numpy(np.float64)
     reference = kaggle_metric.spinal_score(preds["study_id"], preds["level"], preds["label"], probs)
     m = run.data.metrics
     assert m["best/competition_score_spinal"] == pytest.approx(reference, abs=1e-9)
-    record = compare.load_run(client, run)
+    try:
+        record = compare.load_run(run)
+    finally:
+        mlflow.set_tracking_uri(None)
     assert record.competition_score_spinal() == pytest.approx(reference, abs=1e-9)
     # BA stays on the model's samples
     model = preds[preds["source"] == "model"]
@@ -116,7 +123,7 @@ def test_every_validation_metric_has_its_selected_epoch_twin_and_epochs_count_fr
         assert twin in m, twin
         assert m[twin] == pytest.approx(next(h.value for h in history if h.step == best), abs=1e-12), name
     # the names `harness tune` accepts as an objective are exactly what a run logs for its selected epoch
-    from harness.metric_names import SELECTED
+    from harness.core.names import SELECTED
     assert {k for k in m if k.startswith("best/")} == set(SELECTED)
     dead = run.data.tags["harness.dead_class_epochs"]
     assert dead == "none" or all(1 <= int(e) <= EPOCHS for e in dead.split(","))
@@ -137,7 +144,7 @@ def test_attention_figures_are_logged(scored_run):
 
 def test_other_series_points_can_be_used(scored_run):
     root, t1 = scored_run["root"], scored_run["t1_study"]
-    series = pd.read_csv(root / schema.SERIES_CSV)
+    series = pd.read_csv(root / competition.SERIES_CSV)
     t1_series = set(series[(series["study_id"] == t1) & (series["series_description"] == "Sagittal T1")]["series_id"])
     dropped = load_samples(root, SPINAL)
     used = load_samples(root, SPINAL, other_series_points="use")

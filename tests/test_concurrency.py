@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from mlflow import MlflowClient
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_on_a_fresh_store_both_finish_complete(demo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RSNA_DATA_DIR")}
     env["HARNESS_HOME"] = str(tmp_path / ".harness")

@@ -1,10 +1,10 @@
 """Config: precedence, dotted overrides, YAML typing, and one-line errors naming the key."""
 import pytest
 
-from harness.config import apply_overrides, load_yaml, parse_set
-from harness.errors import UsageError
-from harness.registry import get_variant
-from harness.runner import build_config
+from harness.core.errors import UsageError
+from harness.core.overrides import apply_overrides, load_yaml, parse_set
+from harness.core.registry import get_variant
+from harness.core.run_config import build_config
 
 
 def v9_config(**kw):

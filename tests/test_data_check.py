@@ -5,24 +5,24 @@ import shutil
 import pandas as pd
 import pydicom
 import pytest
-
 from conftest import editable_copy, harness_cli
-from harness.data import schema
+
+from harness.core import competition
 from harness.data.check import SHORT_NAMES, check_dataset, print_report
 from harness.data.demo import MARKER
 from harness.data.rsna import load_samples
 
 SPINAL = "spinal_canal_stenosis"
-SPINAL_COLUMNS = [f"{SPINAL}_{lvl}" for lvl in schema.LEVELS]
+SPINAL_COLUMNS = [f"{SPINAL}_{lvl}" for lvl in competition.LEVELS]
 
 
 def copy_with_images(demo_root, dst, copied_studies=()):
     """An editable copy with the studies a test breaks copied and the others linked, per study."""
     editable_copy(demo_root, dst)
-    images = dst / schema.TRAIN_IMAGES
+    images = dst / competition.TRAIN_IMAGES
     images.unlink()
     images.mkdir()
-    for study in (demo_root / schema.TRAIN_IMAGES).iterdir():
+    for study in (demo_root / competition.TRAIN_IMAGES).iterdir():
         if int(study.name) in copied_studies:
             shutil.copytree(study, images / study.name)
         else:
@@ -32,7 +32,7 @@ def copy_with_images(demo_root, dst, copied_studies=()):
 
 def class_counts(root, condition):
     counts = load_samples(root, condition).samples["label"].value_counts()
-    return {key: int(counts.get(i, 0)) for i, key in enumerate(schema.CLASS_KEYS)}
+    return {key: int(counts.get(i, 0)) for i, key in enumerate(competition.CLASS_KEYS)}
 
 
 def relative(path, root):
@@ -51,7 +51,7 @@ def verdict_line(stdout):
 def test_clean_demo_counts_are_load_samples_counts(demo_root):
     calls = []
     report = check_dataset(demo_root, workers=2, progress=lambda done, total: calls.append((done, total)))
-    for condition in schema.CONDITIONS:
+    for condition in competition.CONDITIONS:
         table = load_samples(demo_root, condition)
         got = report.conditions[condition]
         assert got.error is None
@@ -68,7 +68,7 @@ def test_clean_demo_counts_are_load_samples_counts(demo_root):
     assert report.conditions[SPINAL].other_series == load_samples(demo_root).dropped["other_series"] > 0
     assert all(f.count == 0 and f.examples == [] for f in report.findings.values()), report.findings
     files = {(s.study_id, s.series_id, s.instance_number)
-             for c in schema.CONDITIONS for s in load_samples(demo_root, c).samples.itertuples()}
+             for c in competition.CONDITIONS for s in load_samples(demo_root, c).samples.itertuples()}
     assert report.files_decoded == len(files)
     assert calls and calls[-1] == (len(files), len(files))
     assert report.runnable and report.reason is None
@@ -81,7 +81,7 @@ def test_clean_demo_through_the_command(demo_root, workdir):
     samples = load_samples(demo_root).samples
     assert verdict_line(res.stdout) == (f"verdict: {SPINAL} can run ({len(samples)} samples from "
                                         f"{samples['study_id'].nunique()} studies; 1 warning, see the problems)")
-    for condition in schema.CONDITIONS:  # each condition's row holds its three class counts
+    for condition in competition.CONDITIONS:  # each condition's row holds its three class counts
         name = SHORT_NAMES[condition]
         row = next(line[len(name):].split() for line in res.stdout.splitlines() if line.startswith(name + " "))
         assert row[0:3] == [str(n) for n in class_counts(demo_root, condition).values()]
@@ -104,7 +104,7 @@ def test_the_table_fits_80_columns_at_the_real_datasets_counts(tmp_path):
     counts = {c: ConditionReport(classes={"normal_mild": 8664, "moderate": 1794, "severe": 927}, samples=11385,
                                  studies=1975, empty_labels=263, no_coordinate=118, other_series=5,
                                  missing_image=1024, unreadable=12, outside_image=10001)
-              for c in schema.CONDITIONS}
+              for c in competition.CONDITIONS}
     report = DataReport("/kaggle/input/rsna-2024-lumbar-spine-degenerative-classification", SPINAL, counts,
                         {"missing_instance_files": Finding(3, ["train_images/1/2/3.dcm"])}, 48692, True, None, [])
     console = Console(file=(tmp_path / "out.txt").open("w"), width=80, color_system=None)
@@ -112,7 +112,7 @@ def test_the_table_fits_80_columns_at_the_real_datasets_counts(tmp_path):
     console.file.close()
     lines = (tmp_path / "out.txt").read_text().splitlines()
     assert max(map(len, lines)) <= 80, "\n".join(lines)
-    for condition in schema.CONDITIONS:
+    for condition in competition.CONDITIONS:
         name = SHORT_NAMES[condition]
         row = next(line[len(name):].split() for line in lines if line.startswith(name + " "))
         assert row == ["8664", "1794", "927", "1975", "263", "118", "5", "1024", "12", "10001"]
@@ -125,13 +125,13 @@ def test_the_table_fits_80_columns_at_the_real_datasets_counts(tmp_path):
 def broken(demo_root, tmp_path_factory):
     """The demo with one of each problem; returns (root, what was broken)."""
     spinal = load_samples(demo_root).samples
-    series = pd.read_csv(demo_root / schema.SERIES_CSV)
+    series = pd.read_csv(demo_root / competition.SERIES_CSV)
     severe = set(spinal.loc[spinal["label"] == 2, "study_id"])
     studies = [s for s in spinal["study_id"].drop_duplicates().sort_values() if s not in severe]
     truncated_in, garbage_in, deleted, outside_in, emptied_in = studies[:5]  # Severe stays, so a run is possible
 
     root = copy_with_images(demo_root, tmp_path_factory.mktemp("broken") / "data", {truncated_in, garbage_in})
-    images = root / schema.TRAIN_IMAGES
+    images = root / competition.TRAIN_IMAGES
 
     def labelled_file(study, condition=SPINAL):
         samples = load_samples(demo_root, condition).samples
@@ -148,18 +148,18 @@ def broken(demo_root, tmp_path_factory):
     shutil.rmtree(images / str(garbage_in) / str(removed_series))
     (images / str(deleted)).unlink()
 
-    coords = pd.read_csv(root / schema.COORDS_CSV)
+    coords = pd.read_csv(root / competition.COORDS_CSV)
     row = coords[(coords["study_id"] == outside_in) & (coords["condition"] == "Spinal Canal Stenosis")].index[0]
     columns = pydicom.dcmread(images / str(outside_in) / str(coords.loc[row, "series_id"])
                               / f"{coords.loc[row, 'instance_number']}.dcm", stop_before_pixels=True).Columns
     coords.loc[row, "x"] = float(columns)  # x = Columns is the first column outside [0, Columns)
     unlisted = coords.loc[[row]].assign(series_id=1)  # a series id that train_series_descriptions.csv lacks
-    pd.concat([coords, unlisted]).to_csv(root / schema.COORDS_CSV, index=False)
+    pd.concat([coords, unlisted]).to_csv(root / competition.COORDS_CSV, index=False)
 
-    train = pd.read_csv(root / schema.TRAIN_CSV)
+    train = pd.read_csv(root / competition.TRAIN_CSV)
     level = spinal[(spinal["study_id"] == emptied_in) & (spinal["label"] == 0)]["level"].iloc[0]
     train.loc[train["study_id"] == emptied_in, f"{SPINAL}_{level}"] = None
-    train.to_csv(root / schema.TRAIN_CSV, index=False)
+    train.to_csv(root / competition.TRAIN_CSV, index=False)
     return root, dict(truncated=truncated, garbage=garbage, missing=missing, deleted=deleted,
                       removed_series=f"{garbage_in}/{removed_series}", unlisted=f"{outside_in}/1",
                       outside_in=outside_in)
@@ -177,7 +177,7 @@ def test_each_problem_is_counted_once(broken, demo_root):
     assert sorted(e.split(":")[0] for e in f["unreadable_files"][1]) == sorted(
         relative(b[k], root) for k in ("truncated", "garbage"))
     assert f["coordinates_outside_image"][0] == 1
-    assert f["coordinates_outside_image"][1][0].startswith(f"{schema.TRAIN_IMAGES}/{b['outside_in']}/")
+    assert f["coordinates_outside_image"][1][0].startswith(f"{competition.TRAIN_IMAGES}/{b['outside_in']}/")
 
     spinal = report.conditions[SPINAL]
     clean = load_samples(demo_root).dropped
@@ -186,7 +186,7 @@ def test_each_problem_is_counted_once(broken, demo_root):
     on_bad_files = [s for s in samples.itertuples()
                     if (s.study_id, s.series_id, s.instance_number) in {_ids(b["truncated"]), _ids(b["garbage"])}]
     assert spinal.unreadable == len(on_bad_files) > 0 and spinal.outside_image == 1
-    for condition in schema.CONDITIONS:  # the usable counts are still exactly load_samples'
+    for condition in competition.CONDITIONS:  # the usable counts are still exactly load_samples'
         assert report.conditions[condition].classes == class_counts(root, condition)
     assert report.runnable and report.reason is None and len(report.warnings) == 7  # 6 + the demo's other series
 
@@ -215,7 +215,7 @@ def test_broken_copy_still_runs_through_the_command(broken, workdir):
 
 def test_missing_train_csv_is_the_reason(demo_root, workdir):
     root = editable_copy(demo_root, workdir / "data")
-    (root / schema.TRAIN_CSV).unlink()
+    (root / competition.TRAIN_CSV).unlink()
     report = check_dataset(root, workers=1)
     assert not report.runnable and "train.csv: file not found" in report.reason
     assert report.findings["studies_without_folder"].count is None  # it needs train.csv
@@ -225,11 +225,12 @@ def test_missing_train_csv_is_the_reason(demo_root, workdir):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_class_blocks_only_its_condition(demo_root, workdir):
     root = editable_copy(demo_root, workdir / "data")
-    train = pd.read_csv(root / schema.TRAIN_CSV)
+    train = pd.read_csv(root / competition.TRAIN_CSV)
     train[SPINAL_COLUMNS] = train[SPINAL_COLUMNS].replace("Severe", "Normal/Mild")
-    train.to_csv(root / schema.TRAIN_CSV, index=False)
+    train.to_csv(root / competition.TRAIN_CSV, index=False)
 
     human = harness_cli("data", "check", "--data-dir", str(root), cwd=workdir)
     assert human.returncode == 1, human.stderr + human.stdout
@@ -247,9 +248,9 @@ def test_a_missing_class_blocks_only_its_condition(demo_root, workdir):
 
 def test_fewer_studies_than_folds(demo_root, tmp_path):
     root = editable_copy(demo_root, tmp_path / "data")
-    train = pd.read_csv(root / schema.TRAIN_CSV)
+    train = pd.read_csv(root / competition.TRAIN_CSV)
     sampled = set(load_samples(root).samples["study_id"])
-    train[train["study_id"].isin(sampled)].head(4).to_csv(root / schema.TRAIN_CSV, index=False)
+    train[train["study_id"].isin(sampled)].head(4).to_csv(root / competition.TRAIN_CSV, index=False)
     report = check_dataset(root, workers=1)
     assert not report.runnable and "only 4 studies" in report.reason and "5 folds" in report.reason
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from harness.core.registry import get_variant
+from harness.core.run_config import build_config
 from harness.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SliceDataset, normalize_on_device
 from harness.data.rsna import load_samples
-from harness.registry import get_variant
-from harness.runner import build_config
 
 
 def _cfg(profile="smoke", **sets):
@@ -85,10 +85,11 @@ def test_frame_dropout_zeroes_whole_neighbour_slices_in_training_only(demo_root)
 def test_position_order_follows_anatomy_where_instance_numbers_run_backwards(demo_root):
     """The demo has series numbered against their position: instance mode then walks the other way."""
     import pydicom
+
     from harness.data.series import series_index
 
     table = load_samples(demo_root)
-    for r, row in table.samples.iterrows():
+    for r, row in table.samples.iterrows():  # noqa: B007 - r is used after the loop
         folder = table.image_path(row.study_id, row.series_id, row.instance_number).parent
         stack = series_index(folder).stacks[0]
         if stack[0] > stack[-1] and row.instance_number - 3 >= 1 and row.instance_number + 3 <= max(stack):
@@ -101,7 +102,8 @@ def test_position_order_follows_anatomy_where_instance_numbers_run_backwards(dem
     z = []
     for offset in range(-3, 4):
         ds = pydicom.dcmread(folder / f"{row.instance_number - offset}.dcm", stop_before_pixels=True)
-        normal = np.cross(np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float))
+        normal = np.cross(np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:],
+                                                                                    float))
         z.append(float(np.array(ds.ImagePositionPatient, float) @ normal))
     assert np.all(np.diff(z) > 0)  # position order = increasing projection on the normal
 

@@ -12,13 +12,26 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
+from harness.core.competition import (
+    CLASS_KEYS,
+    CONDITIONS,
+    COORDS_COLUMNS,
+    COORDS_CSV,
+    LEVEL_LABELS,
+    LEVELS,
+    SERIES_COLUMNS,
+    SERIES_CSV,
+    SEVERITIES,
+    SUBMISSION_COLUMNS,
+    SUBMISSION_CSV,
+    TEST_IMAGES,
+    TEST_SERIES_CSV,
+    TRAIN_COLUMNS,
+    TRAIN_CSV,
+    TRAIN_IMAGES,
+)
 from harness.data import demo
 from harness.data.demo import DEFAULT_SEED, DEFAULT_STUDIES, generate_demo
-from harness.data.schema import (
-    CLASS_KEYS, CONDITIONS, COORDS_COLUMNS, COORDS_CSV, LEVEL_LABELS, LEVELS, SERIES_COLUMNS,
-    SERIES_CSV, SEVERITIES, SUBMISSION_COLUMNS, SUBMISSION_CSV, TEST_IMAGES, TEST_SERIES_CSV,
-    TRAIN_COLUMNS, TRAIN_CSV, TRAIN_IMAGES,
-)
 
 STUDIES = 8
 # This seed's demo holds Severe, Moderate and Normal spinal levels, series with reversed

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicom_files import write_mr
 from pydicom.data import get_testdata_file, get_testdata_files
 
-from dicom_files import write_mr
+from harness.core.errors import DataError
 from harness.data.dicom import UnreadableSlice, read_slice
-from harness.errors import DataError
 
 MR_SMALL_VARIANTS = sorted(get_testdata_files("MR_small*"))
 

@@ -10,16 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import harness_cli
 from mlflow import MlflowClient
 from rich.console import Console
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
-from conftest import harness_cli
-from harness import runner
-from harness.data.schema import CLASS_KEYS
-from harness.distributed import ShardSampler
+from harness.core.collectives import ShardSampler
+from harness.core.competition import CLASS_KEYS
 from harness.losses import build_loss
-from harness.trainer import Trainer
+from harness.training.loaders import data_source, loaders
+from harness.training.plan import prepare, training_class_weights
+from harness.training.trainer import Trainer
 
 EPOCHS = 3
 # SWA for evaluation with its BatchNorm refresh: each rank recomputes the statistics from its share
@@ -42,6 +43,7 @@ def test_the_ranks_batches_together_are_the_single_process_batches(base):
         assert together == sorted(single[k * batch:(k + 1) * batch])
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_stop_together_resume_and_give_the_single_process_metrics(demo_root, workdir,
                                                                                       monkeypatch):
     sets = [a for k, v in SETS.items() for a in ("--set", f"{k}={v}")]
@@ -76,13 +78,13 @@ def test_two_gloo_processes_stop_together_resume_and_give_the_single_process_met
     ckpt_path = next(a.path for a in client.list_artifacts(run.info.run_id, "checkpoint"))
     ckpt = torch.load(client.download_artifacts(run.info.run_id, ckpt_path, str(workdir)), weights_only=True)
     monkeypatch.setenv("HARNESS_HOME", str(workdir / ".harness"))
-    plan = runner.prepare("v9", 0, str(demo_root), "smoke", None, SETS, Console(quiet=True))
+    plan = prepare("v9", 0, str(demo_root), "smoke", None, SETS, Console(quiet=True))
     model = plan.variant.build_model(plan.cfg)
     model.load_state_dict(ckpt["model"])
-    source = runner.data_source(plan, Console(quiet=True), workdir / "unreadable.tsv")
-    train_loader, val_loader, _ = runner.loaders(plan, torch.device("cpu"), source)
+    source = data_source(plan, Console(quiet=True), workdir / "unreadable.tsv")
+    train_loader, val_loader, _ = loaders(plan, torch.device("cpu"), source)
     assert val_loader.batch_size == 12
-    trainer = Trainer(plan.cfg, model, build_loss(plan.cfg.loss, runner.training_class_weights(plan)),
+    trainer = Trainer(plan.cfg, model, build_loss(plan.cfg.loss, training_class_weights(plan)),
                       plan.variant.predict, train_loader, val_loader, [], score=plan.scorer())
     # with the ranks' intra-op threads, as the run recorded them: another count splits the float sums
     # otherwise and moves the last bits

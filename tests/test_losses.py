@@ -1,12 +1,12 @@
-"""Losses against NumPy re-derivations of VARIANTS.md §4.5-§9.5, mixup and class weights."""
+"""Losses against NumPy re-derivations of docs/variants.md §4.5-§9.5, mixup and class weights."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from harness.config import LossConfig
-from harness.errors import DataError, UsageError
+from harness.core.config import LossConfig
+from harness.core.errors import DataError, UsageError
 from harness.losses import LOSSES, build_loss, class_weights_from_counts
 
 LOGITS = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 0.0]])

@@ -4,11 +4,12 @@ It generates the demo on first use, uses the smoke profile, and must learn the d
 signal: best validation BA at least 0.60 (chance is 0.33). This is the project's end-to-end check
 that the data, the pipeline and the trainer fit together, so it runs the full two minutes.
 """
+import pytest
+from conftest import harness_cli
 from mlflow import MlflowClient
 
-from conftest import harness_cli
 
-
+@pytest.mark.slow
 def test_main_job_learns_the_demo(tmp_path):
     res = harness_cli("run", "v9", "--fold", "0", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr

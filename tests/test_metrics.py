@@ -1,13 +1,19 @@
 """The competition score against a reference copy of Kaggle's metric (tests/kaggle_metric.py), on
 constructed predictions whose answer is known."""
+import kaggle_metric
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-import kaggle_metric
-from harness.data.schema import LEVELS
-from harness.metrics import (Fallback, ValidationScorer, any_severe_spinal_loss, classification_metrics,
-                             competition_score_spinal, weighted_log_loss)
+from harness.core.competition import LEVELS
+from harness.metrics.classification import (
+    Fallback,
+    ValidationScorer,
+    any_severe_spinal_loss,
+    classification_metrics,
+    competition_score_spinal,
+    weighted_log_loss,
+)
 
 rng = np.random.default_rng(0)
 
@@ -68,7 +74,8 @@ def test_a_severe_level_without_a_coordinate_is_scored_by_the_fallback():
     assert metrics["competition/any_severe_spinal_log_loss"] == pytest.approx(
         any_severe_spinal_loss(ids, labels, everything), abs=1e-12)
     # the model's rows alone would score the study as not severe: a different figure
-    assert abs(metrics["competition_score_spinal"] - competition_score_spinal(ids[seen], labels[seen], probs[seen])) > 1e-3
+    assert abs(metrics["competition_score_spinal"] - competition_score_spinal(ids[seen], labels[seen],
+                                                                              probs[seen])) > 1e-3
     # BA, recalls and the weighted log loss stay on the samples the model saw
     for key, value in classification_metrics(labels[seen], probs[seen]).items():
         assert metrics[key] == value, key

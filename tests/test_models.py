@@ -1,23 +1,29 @@
 """Model construction: exact parameter counts per notebook version, groups, initialisations, forward/backward,
 local-only backbone weights."""
 import pytest
+import timm.models._builder as timm_builder
 import torch
 from safetensors.torch import save_file
 
-import timm.models._builder as timm_builder
-from harness.config import Config, DataConfig, ModelConfig
-from harness.errors import UsageError
+from harness.core.config import Config, DataConfig, ModelConfig
+from harness.core.errors import UsageError
 from harness.models.backbone import create_backbone
 from harness.models.blocks import ClassifierHead
-from harness.models.slice_model import build_v4, build_v5, build_v6, build_v8, build_v9, build_v10
-from harness.models.stack_model import build_v7, slice_stem
+from harness.models.stack_model import slice_stem
+from variants.v4 import build_model as build_v4
+from variants.v5 import build_model as build_v5
+from variants.v6 import build_model as build_v6
+from variants.v7 import build_model as build_v7
+from variants.v8 import build_model as build_v8
+from variants.v9 import build_model as build_v9
+from variants.v10 import build_v4_model as build_v10
 
 PRIOR_BIAS = (2.0, -2.5, -3.0)
 TINY = "test_efficientnet"
 BUILDERS = {"v4": build_v4, "v5": build_v5, "v6": build_v6, "v7": build_v7, "v8": build_v8, "v9": build_v9,
             "v10": build_v10}
 
-# Each notebook's model hyper-parameters (VARIANTS.md §4.4-§10.4), as the variant files set them.
+# Each notebook's model hyper-parameters (docs/variants.md §4.4-§10.4), as the variant files set them.
 V4 = dict(proj_dim=512, seq_hidden=256, seq_layers=2, seq_dropout=0.4, attn_heads=4, level_dim=64,
           head_hidden=128, dropout=0.4, head_dropout=0.4, aux_hidden=64)
 V5 = dict(proj_dim=256, seq_hidden=128, seq_layers=2, seq_dropout=0.4, attn_hidden=64, head_hidden=128,
@@ -36,7 +42,7 @@ NOTEBOOK_MODEL = {
 TINY_MODEL = dict(backbone=TINY, proj_dim=16, seq_hidden=8, attn_hidden=8, attn_heads=2, level_dim=4,
                   head_hidden=8, aux_hidden=4, ordinal_hidden=8)
 
-# Optimiser groups and their exact sizes with tf_efficientnetv2_s (VARIANTS.md's computed counts).
+# Optimiser groups and their exact sizes with tf_efficientnetv2_s (docs/variants.md's computed counts).
 BACKBONE = 20_177_488
 GROUP_COUNTS = {
     "v4": {"backbone": BACKBONE, "feature_proj": 656_896, "lstm": 3_153_920, "attention": 1_050_624,
@@ -306,7 +312,7 @@ def test_a_weights_file_carrying_code_is_refused_unrun(tiny_state, offline, tmp_
 
 
 def test_a_resume_checkpoint_carrying_code_is_refused_unrun(tmp_path):
-    from harness.resume import load_checkpoint
+    from harness.training.resume import load_checkpoint
 
     marker = tmp_path / "code-ran"
     torch.save({"format": 1, "identity": _Payload(marker)}, tmp_path / "last.pt")

@@ -6,8 +6,19 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from harness.data.dicom import Slice, read_slice
-from harness.data.pixels import (BONE_WINDOW, SOFT_WINDOW, clahe, crop_box, crop_resize, crop_window, minmax,
-                                 prepare_full_slice, three_windows, to_uint8, window)
+from harness.data.pixels import (
+    BONE_WINDOW,
+    SOFT_WINDOW,
+    clahe,
+    crop_box,
+    crop_resize,
+    crop_window,
+    minmax,
+    prepare_full_slice,
+    three_windows,
+    to_uint8,
+    window,
+)
 
 
 def test_fixed_window_maps_the_notebook_range():
@@ -70,7 +81,7 @@ def test_three_windows_are_soft_bone_and_dicom():
     assert np.array_equal(rgb[..., 0], window(raw, *SOFT_WINDOW).astype(np.uint8))
     assert np.array_equal(rgb[..., 1], window(raw, *BONE_WINDOW).astype(np.uint8))
     assert np.array_equal(rgb[..., 2], window(raw, 700, 1400).astype(np.uint8))
-    assert rgb[0, 0, 1] == 76  # bone window: raw 0 -> 76.5, truncated (VARIANTS.md §8.1)
+    assert rgb[0, 0, 1] == 76  # bone window: raw 0 -> 76.5, truncated (docs/variants.md §8.1)
 
 
 def test_multiwindow_collapse_gives_one_grey_image_replicated():

@@ -4,18 +4,16 @@ The plugin is a real distribution on sys.path (a module plus its .dist-info with
 which is what `pip install` leaves behind, so discovery goes through importlib.metadata unchanged.
 """
 import json
-import os
 
+from conftest import harness_cli, install_plugin
 from mlflow import MlflowClient
-
-from conftest import harness_cli
 
 PLUGIN = '''
 """A third-party variant: v9 with other class weights."""
 import dataclasses
 
-from harness.models.slice_model import build_v9
-from harness.registry import get_variant, register_variant
+from variants.v9 import build_model as build_v9
+from harness.core.registry import get_variant, register_variant
 
 
 @register_variant("v9_reweighted", "third-party: v9 with class weights [1, 2, 3]", build_model=build_v9)
@@ -26,18 +24,8 @@ def v9_reweighted():
 '''
 
 
-def _install_plugin(site):
-    site.mkdir()
-    (site / "rsna_plugin_example.py").write_text(PLUGIN)
-    info = site / "rsna_plugin_example-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rsna-plugin-example\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[harness.variants]\nv9_reweighted = rsna_plugin_example\n")
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-
-
 def test_a_plugin_variant_is_listed_and_runs(demo_root, tmp_path):
-    env = _install_plugin(tmp_path / "site")
+    env = install_plugin(tmp_path / "site", "rsna_plugin_example", PLUGIN, ["v9_reweighted"])
     listed = harness_cli("variants", "--json", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
     rows = {r["name"]: r for r in json.loads(listed.stdout)}

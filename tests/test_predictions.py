@@ -1,11 +1,11 @@
-"""Prediction rules on hand-computed values (VARIANTS.md §4.7, §6.4, §7.4)."""
+"""Prediction rules on hand-computed values (docs/variants.md §4.7, §6.4, §7.4)."""
 import math
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-from harness.predictions import PREDICTIONS, ce_ordinal_mix, coral_probs, softmax_logits
+from harness.models.predictions import PREDICTIONS, ce_ordinal_mix, coral_probs, softmax_logits
 
 LN3 = math.log(3)  # sigmoid(ln 3) = 0.75, sigmoid(-ln 3) = 0.25
 

@@ -14,17 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import harness_cli
 from mlflow import MlflowClient
 from rich.console import Console
 
-from conftest import harness_cli
-from harness import resume
 from harness.cli import main
-from harness.errors import UsageError
-from harness.hooks import BackboneFreeze, CheckpointSelector, DeadClassMonitor, EarlyStopping
+from harness.core.errors import UsageError
 from harness.losses import build_loss
-from harness.runner import data_source, execute, loaders, prepare, training_class_weights
-from harness.trainer import Hook, Trainer, seed_everything
+from harness.training import resume
+from harness.training.execute import execute
+from harness.training.hooks import BackboneFreeze, CheckpointSelector, DeadClassMonitor, EarlyStopping
+from harness.training.loaders import data_source, loaders
+from harness.training.plan import prepare, training_class_weights
+from harness.training.rng import seed_everything
+from harness.training.trainer import Hook, Trainer
 
 FOLD = 3  # the small demo's fold with Moderate and Severe in validation
 SETS = ["--set", "train.epochs=4", "--set", "train.swa_start_epoch=2", "--set", "train.batch_size=4",
@@ -104,6 +107,7 @@ def _assert_same_as_reference(reference, cwd: Path, run_id: str):
                                   _predictions(ref_client, ref_run.info.run_id, cwd / "want"))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_runs_metrics(demo_root, tmp_path, reference):
     proc = _start(tmp_path, _args(demo_root))
     ckpt = _wait_for_checkpoint(tmp_path, proc, 2)
@@ -125,6 +129,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_runs_metrics(demo
     assert not ckpt.parent.exists()  # a FINISHED run's working folder is removed
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_epoch_saves_there_marks_killed_and_resumes_exactly(demo_root, tmp_path, reference):
     proc = _start(tmp_path, _args(demo_root))
     _wait_for_checkpoint(tmp_path, proc, 1)
@@ -158,6 +163,7 @@ def stopped_run(demo_root, tmp_path_factory):
     return cwd, proc.returncode, out, err, ckpt
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_killed_and_keeps_its_checkpoint(stopped_run):
     cwd, code, out, err, ckpt = stopped_run
     assert code == 143 and err.strip().splitlines()[-1] == "stopped by SIGTERM" and "Traceback" not in err, err
@@ -209,6 +215,7 @@ class _Explode(Hook):
             raise RuntimeError("injected fault")
 
 
+@pytest.mark.slow
 def test_an_exception_marks_the_run_failed_and_the_run_resumes_from_its_checkpoint(demo_root, workdir):
     sets = {"train.epochs": 3, "train.batch_size": 4}
     plan = prepare("v9", FOLD, str(demo_root), "smoke", None, sets, Console(file=io.StringIO()))
@@ -221,7 +228,7 @@ def test_an_exception_marks_the_run_failed_and_the_run_resumes_from_its_checkpoi
     trace = Path(client.download_artifacts(run.info.run_id, "failure/traceback.txt", str(workdir)))
     assert "RuntimeError: injected fault" in trace.read_text() and "in after_epoch" in trace.read_text()
 
-    from harness.runner import find_resume
+    from harness.training.execute import find_resume
     point = find_resume(plan, run.info.run_id, Console(file=io.StringIO()))
     assert point.epochs_done == 2
     outcome = execute(plan, Console(file=io.StringIO()), resume=point)
@@ -231,6 +238,7 @@ def test_an_exception_marks_the_run_failed_and_the_run_resumes_from_its_checkpoi
     assert "harness.failure_reason" not in finished.data.tags  # the failure is history once resumed
 
 
+@pytest.mark.slow
 def test_a_gate_failure_is_a_failed_run_with_its_reason(demo_root, tmp_path):
     res = harness_cli(*_args(demo_root), "--set", "train.epochs=1", "--set", "train.gate=1.0",
                       "--set", "train.gate_fallback=false", cwd=tmp_path)
@@ -256,7 +264,8 @@ def _fit(plan, ckpt: Path, stop_at: tuple[int, int] | None = None, state: dict |
     cfg = plan.cfg
     seed_everything(cfg.train.seed)
     model = plan.variant.build_model(cfg)
-    train, val, _ = loaders(plan, torch.device("cpu"), data_source(plan, Console(file=io.StringIO()), ckpt.parent / "u"))
+    train, val, _ = loaders(plan, torch.device("cpu"), data_source(plan, Console(file=io.StringIO()),
+                                                                   ckpt.parent / "u"))
     selector = CheckpointSelector(ckpt.parent)
     hooks = [BackboneFreeze(), selector, EarlyStopping(), DeadClassMonitor(),
              resume.EpochCheckpoint(ckpt, resume.identity(cfg, "x", plan.data_fp))]

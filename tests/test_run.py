@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import harness_cli, harness_ui
 from mlflow import MlflowClient
 
-from conftest import harness_cli, harness_ui
-from harness.data.schema import CLASS_KEYS
+from harness.core.competition import CLASS_KEYS
 
 EPOCHS = 2
 
@@ -18,7 +18,8 @@ EPOCHS = 2
 def finished_run(demo_root, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("run")
     res = harness_cli("run", "v9", "--fold", "0", "--data-dir", str(demo_root), "--profile", "smoke",
-                      "--set", f"train.epochs={EPOCHS}", "--set", "train.swa_start_epoch=1", "--set", "train.lr_backbone=2e-4",
+                      "--set", f"train.epochs={EPOCHS}", "--set", "train.swa_start_epoch=1", "--set",
+                      "train.lr_backbone=2e-4",
                       "--set", "data.augment=v8", "--set", "data.crop_jitter=4", cwd=cwd)
     assert res.returncode == 0, res.stdout + res.stderr
     client = MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
@@ -28,6 +29,7 @@ def finished_run(demo_root, tmp_path_factory):
     return cwd, client, runs[0], res.stdout
 
 
+@pytest.mark.slow
 def test_run_is_finished_with_tags_and_params(finished_run):
     cwd, client, run, out = finished_run
     assert run.info.status == "FINISHED"
@@ -125,6 +127,7 @@ def _other_local_ipv4() -> set[str]:
     return {ip for ip in ips if not ip.startswith("127.") and ip != "0.0.0.0"}
 
 
+@pytest.mark.slow
 def test_ui_serves_the_run_on_localhost(finished_run):
     """`harness ui` is a real `mlflow server` on 127.0.0.1, reading the same store."""
     import urllib.request
@@ -152,6 +155,7 @@ def test_ui_serves_the_run_on_localhost(finished_run):
                 socket.create_connection((ip, port), timeout=2).close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
 def test_unreadable_slice_is_a_blank_counted_and_reported(demo_root, tmp_path, use_cache):
     """A truncated DICOM never stops a run: it becomes a blank slice, data/unreadable_slices counts

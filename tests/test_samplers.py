@@ -14,7 +14,7 @@ def _samples(counts_per_level: dict[int, tuple[int, int, int]]) -> pd.DataFrame:
 
 
 def test_progressive_targets_follow_the_notebook_formula():
-    """VARIANTS.md §4.3: level counts (1300, 150, 100) -> targets (150, 195, 240): +45 Moderate, +140 Severe."""
+    """docs/variants.md §4.3: level counts (1300, 150, 100) -> targets (150, 195, 240): +45 Moderate, +140 Severe."""
     samples = _samples({0: (1300, 150, 100), 1: (40, 10, 3)})
     rows, copies = progressive_oversample(samples, np.arange(len(samples)), random_state=42)
     picked = samples.iloc[rows].assign(copy=copies)

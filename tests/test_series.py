@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-
 from dicom_files import write_mr
-from harness.data import schema
+
+from harness.core import competition
 from harness.data.dicom import read_slice
 from harness.data.series import build_index, instance_neighbours, neighbours, series_index
 
@@ -148,15 +148,15 @@ def _projection(path: Path) -> float:
 
 
 def test_demo_position_neighbours_run_along_the_normal(demo_root):
-    coords = pd.read_csv(demo_root / schema.COORDS_CSV)
+    coords = pd.read_csv(demo_root / competition.COORDS_CSV)
     reversed_met = 0
     for row in coords.itertuples():
-        folder = demo_root / schema.TRAIN_IMAGES / str(row.study_id) / str(row.series_id)
+        folder = demo_root / competition.TRAIN_IMAGES / str(row.study_id) / str(row.series_id)
         paths = neighbours(folder, row.instance_number, 3, "position")
         assert paths[3] == folder / f"{row.instance_number}.dcm"
         z = [_projection(p) for p in paths if p is not None]
         assert all(a < b for a, b in zip(z, z[1:])), (row, z)
-        if row.condition == schema.CONDITIONS["spinal_canal_stenosis"][0]:
+        if row.condition == competition.CONDITIONS["spinal_canal_stenosis"][0]:
             by_number = [_projection(p) for p in neighbours(folder, row.instance_number, 3, "instance") if p]
             reversed_met += all(a > b for a, b in zip(by_number, by_number[1:]))
     assert reversed_met  # the demo's reversed series were met, where the two modes disagree

@@ -13,17 +13,20 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import harness_cli
 from mlflow import MlflowClient
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import harness_cli
-from harness import resume, threads
-from harness.config import TrainConfig
+from harness.core import threads
+from harness.core.config import TrainConfig
+from harness.core.errors import UsageError
 from harness.data.dataset import DirectSource
-from harness.errors import UsageError
-from harness.runner import execute, find_resume, loaders, prepare
-from harness.trainer import Hook
+from harness.training import resume
+from harness.training.execute import execute, find_resume
+from harness.training.loaders import loaders
+from harness.training.plan import prepare
+from harness.training.trainer import Hook
 
 FOLD = 3  # the small demo's fold with Moderate and Severe in validation
 HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
@@ -103,7 +106,7 @@ BUILD = """
 import sys, cv2, numpy as np
 from harness.data import cache
 from harness.data.rsna import data_fingerprint, load_samples
-from harness.config import DataConfig
+from harness.core.config import DataConfig
 cv2.setNumThreads(2)
 for _ in range(5):  # OpenCV's thread pool is live in this process when the build forks its workers
     cv2.createCLAHE(2.0, (8, 8)).apply(np.random.randint(0, 255, (2048, 2048), np.uint8))
@@ -122,6 +125,7 @@ def test_the_cache_builds_with_workers_after_opencv_ran_threaded(demo_root, tmp_
     assert res.returncode == 0 and "threads after 2" in res.stdout, res.stdout + res.stderr
 
 
+@pytest.mark.slow
 def test_train_threads_is_applied_and_recorded(demo_root, tmp_path):
     n = 1 if threads.usable_cores() > 1 else 2  # never PyTorch's default here, so not applying it shows
     res = harness_cli("run", "v9", "--fold", str(FOLD), "--data-dir", str(demo_root), "--profile", "smoke",
@@ -153,6 +157,7 @@ class _FailAfterFirstEpoch(Hook):
             raise RuntimeError("injected fault")
 
 
+@pytest.mark.slow
 def test_a_resumed_run_computes_with_the_threads_it_started_with(demo_root, workdir, keep_threads):
     started, now = 1, 2
     quiet = Console(file=io.StringIO())

@@ -10,13 +10,15 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import harness_cli, harness_ui
 from mlflow import MlflowClient
 
-from conftest import harness_cli, harness_ui
-from harness import run_states, tracking, tuning
-from harness.compare import _search
-from harness.data.schema import CLASS_KEYS
-from harness.tuning_spec import load_spec
+from harness.core.competition import CLASS_KEYS
+from harness.tracking import run_status
+from harness.tracking import store as tracking
+from harness.tracking.reader import finished_runs
+from harness.tuning import study as tuning
+from harness.tuning.spec import load_spec
 
 TRAINING = "rsna-spinal_canal_stenosis-demo"
 KIND = "mlflow.experimentKind"
@@ -30,8 +32,9 @@ def store(workdir):
 
 
 def _start(exp: str, name: str = "v9-fold0-seed42", **tags):
-    return run_states.recorded_run(experiment_id=exp, run_name=name,
-                                   tags={"harness.kind": "training", "harness.variant": "v9", "harness.fold": "0"} | tags)
+    return run_status.recorded_run(experiment_id=exp, run_name=name,
+                                   tags={"harness.kind": "training", "harness.variant": "v9",
+                                         "harness.fold": "0"} | tags)
 
 
 def _epochs(n: int):
@@ -103,7 +106,7 @@ def test_a_run_name_says_how_it_ended_and_a_resumed_run_gets_its_plain_name_back
     assert failed.info.status == "FAILED" and failed.info.run_name == "v9-fold0-seed42 · failed"
 
     # resumed, as `harness run --resume` reopens a run: plain while it trains, its BA once it finishes
-    with run_states.recorded_run(run_id=killed.info.run_id) as run:
+    with run_status.recorded_run(run_id=killed.info.run_id) as run:
         assert run.info.run_name == "v9-fold0-seed42"
         assert client.get_run(run.info.run_id).info.run_name == "v9-fold0-seed42"
         _epochs(3)
@@ -119,17 +122,18 @@ def test_a_trial_run_goes_under_its_study_parent_and_stays_findable_by_compare(s
     client = MlflowClient()
     exp = tracking.experiment_id(TRAINING)
     spec_file = tmp_path / "s.yaml"
-    spec_file.write_text("name: s\nvariant: v9\nfold: 0\nspace:\n  loss.class_weights[1]: {type: float, low: 1.0, high: 8.0}\n")
+    spec_file.write_text("name: s\nvariant: v9\nfold: 0\nspace:\n"
+                         "  loss.class_weights[1]: {type: float, low: 1.0, high: 8.0}\n")
     study = optuna.create_study()
     parent = tuning.parent_run(load_spec(spec_file), study, tracking.study_experiment(exp))
     assert client.get_experiment(client.get_run(parent).info.experiment_id).name == f"{TRAINING}/studies"
-    # as harness.tuning starts a trial: runner.execute's experiment (the training one) and the parent's id
+    # as harness.tuning.study starts a trial: training.execute's experiment (the training one) and the parent's id
     with _start(exp, **{"mlflow.parentRunId": parent, "harness.kind": "trial"}) as run:
         mlflow.log_metric("best/balanced_accuracy", 0.6)
     trial = client.get_run(run.info.run_id)
     assert trial.info.experiment_id == client.get_run(parent).info.experiment_id
     assert trial.data.tags["mlflow.parentRunId"] == parent and trial.info.run_name == "v9-fold0-seed42 · BA 0.600"
-    assert run.info.run_id in {r.info.run_id for r in _search(client, "v9", 0)}  # as before: by tags, everywhere
+    assert run.info.run_id in {r.info.run_id for r in finished_runs("v9", 0)}  # as before: by tags, everywhere
     assert not client.search_runs([exp])  # the training runs table holds none of them
 
 
@@ -149,7 +153,8 @@ def _training_run(exp: str, variant: str, preds: pd.DataFrame) -> str:
     tags = {"harness.variant": variant, "harness.seed": "42", "harness.fold_fingerprint": "f",
             "harness.data_fingerprint": "d", "harness.condition": "spinal_canal_stenosis"}
     with _start(exp, name=f"{variant}-fold0-seed42", **tags) as run:
-        recalls = [float(((preds.prediction == c) & (preds.label == c)).sum() / (preds.label == c).sum()) for c in range(3)]
+        recalls = [float(((preds.prediction == c) & (preds.label == c)).sum() / (preds.label == c).sum())
+                   for c in range(3)]
         for e in (1, 2):
             mlflow.log_metrics({"val/balanced_accuracy": float(np.mean(recalls)), "train/loss": 1.0, "val/loss": 1.0,
                                 **{f"val/recall/{k}": r for k, r in zip(CLASS_KEYS, recalls)}}, step=e)
@@ -171,6 +176,7 @@ def _post(port: int, path: str, body: dict) -> dict:
         return json.load(r)
 
 
+@pytest.mark.slow
 def test_the_ui_server_sees_model_training_experiments_and_named_runs(store, tmp_path):
     """Over the REST API of a real `harness ui`: the kind tag of the training, comparison and study
     experiments, and a training runs table of training runs whose names carry their BA."""
@@ -181,7 +187,8 @@ def test_the_ui_server_sees_model_training_experiments_and_named_runs(store, tmp
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     comparison = json.loads(res.stdout)["comparison_run"]
     spec_file = tmp_path / "s.yaml"
-    spec_file.write_text("name: s\nvariant: v9\nfold: 0\nspace:\n  loss.class_weights[1]: {type: float, low: 1.0, high: 8.0}\n")
+    spec_file.write_text("name: s\nvariant: v9\nfold: 0\nspace:\n"
+                         "  loss.class_weights[1]: {type: float, low: 1.0, high: 8.0}\n")
     tuning.parent_run(load_spec(spec_file), optuna.create_study(), tracking.study_experiment(exp))
 
     with harness_ui(store) as port:
@@ -195,4 +202,5 @@ def test_the_ui_server_sees_model_training_experiments_and_named_runs(store, tmp
         listed = _post(port, "runs/search", {"experiment_ids": [ids[TRAINING]]})["runs"]
         names = sorted(r["info"]["run_name"] for r in listed)
         assert names == ["v4-fold0-seed42 · BA 0.778", "v9-fold0-seed42 · BA 0.889"]
-        assert _get(port, "runs/get", run_id=comparison)["run"]["info"]["experiment_id"] == ids[f"{TRAINING}/comparisons"]
+        assert _get(port, "runs/get",
+                    run_id=comparison)["run"]["info"]["experiment_id"] == ids[f"{TRAINING}/comparisons"]

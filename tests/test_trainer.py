@@ -5,13 +5,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from harness.core.registry import get_variant
+from harness.core.run_config import build_config
 from harness.data.dataset import SliceDataset
 from harness.data.rsna import load_samples
-from harness.hooks import BackboneFreeze
 from harness.losses import build_loss
-from harness.registry import get_variant
-from harness.runner import build_config
-from harness.trainer import Trainer, backbone_groups, lr_multiplier, mix_batch
+from harness.training.hooks import BackboneFreeze
+from harness.training.mixup import mix_batch
+from harness.training.optim import backbone_groups, lr_multiplier
+from harness.training.trainer import Trainer
 
 
 def test_lr_multiplier_warmup_cosine_floor_and_first_step():
@@ -87,7 +89,8 @@ def test_mixup_mixes_images_and_pairs_labels():
     perm.beta(0.3, 0.3)
     perm = perm.permutation(6)
     assert 0 <= lam <= 1
-    assert torch.allclose(mixed["image"][:, 0, 0, 0, 0], lam * torch.arange(6.0) + (1 - lam) * torch.tensor(perm, dtype=torch.float32))
+    assert torch.allclose(mixed["image"][:, 0, 0, 0, 0], lam * torch.arange(6.0) + (1 - lam) * torch.tensor(perm,
+                                                                                                            dtype=torch.float32))
     assert torch.equal(mixed["label_b"], batch["label"][perm])
     assert torch.equal(mixed["level"], batch["level"])  # the level is not mixed (the notebooks' defect)
     same = mix_batch(batch, rng, alpha=0.3, same_level=True)

@@ -8,12 +8,11 @@ import time
 
 import optuna
 import pytest
+from conftest import harness_cli
 from mlflow import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-
-from conftest import harness_cli
 
 SPEC = """
 name: {name}
@@ -50,6 +49,7 @@ def _client(cwd) -> MlflowClient:
     return MlflowClient(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
 
 
+@pytest.mark.slow
 def test_study_defaults_first_children_linked_failures_recorded_and_resumed(demo_root, tmp_path):
     spec = _spec(tmp_path, extra_space=DEVICES)
     res = _tune(spec, demo_root, tmp_path, "--trials", "1")
@@ -77,11 +77,13 @@ def test_study_defaults_first_children_linked_failures_recorded_and_resumed(demo
     for t in (trials[0], trials[2]):
         child = client.get_run(t.user_attrs["mlflow_run_id"])
         assert child.data.tags["mlflow.parentRunId"] == parent_id
-        assert child.data.tags["harness.trial"] == str(t.number) and child.data.tags["harness.trial_state"] == "COMPLETE"
+        assert child.data.tags["harness.trial"] == str(t.number)
+        assert child.data.tags["harness.trial_state"] == "COMPLETE"
         assert child.data.metrics["best/balanced_accuracy"] == pytest.approx(t.value)
     assert "done 2, pruned 0, failed 1" in res.stdout
 
 
+@pytest.mark.slow
 def test_a_pruner_that_must_prune_prunes(demo_root, tmp_path):
     # BA can never reach 1.01: a threshold pruner stops every trial after its first epoch
     spec = _spec(tmp_path, "pruned", pruner="{name: threshold, lower: 1.01}", epochs=3)
@@ -96,6 +98,7 @@ def test_a_pruner_that_must_prune_prunes(demo_root, tmp_path):
         assert len(client.get_metric_history(run.info.run_id, "val/balanced_accuracy")) == 1  # 1 of 3 epochs
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_without_losing_or_repeating_a_trial(demo_root, tmp_path):
     spec = _spec(tmp_path, "killed", epochs=2)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RSNA_DATA_DIR")}
@@ -132,6 +135,7 @@ def _two_workers_record_every_trial_once(study: optuna.Study, client: MlflowClie
     assert sorted(r.info.run_id for r in children) == sorted(run_ids)
 
 
+@pytest.mark.slow
 def test_two_local_workers_share_the_trials(demo_root, tmp_path):
     spec = _spec(tmp_path, "workers")
     res = _tune(spec, demo_root, tmp_path, "--trials", "4", "--workers", "2")
@@ -139,6 +143,7 @@ def test_two_local_workers_share_the_trials(demo_root, tmp_path):
     _two_workers_record_every_trial_once(_study(spec, "workers"), _client(tmp_path), 4)
 
 
+@pytest.mark.slow
 def test_two_workers_through_postgresql(demo_root, tmp_path, postgres_url):
     spec = _spec(tmp_path, "postgres")
     res = _tune(spec, demo_root, tmp_path, "--trials", "4", "--workers", "2", "--storage", postgres_url)
@@ -147,6 +152,7 @@ def test_two_workers_through_postgresql(demo_root, tmp_path, postgres_url):
     _two_workers_record_every_trial_once(study, _client(tmp_path), 4)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_in_one_line_marks_parent_and_trial_killed_and_the_study_resumes(demo_root, tmp_path):
     spec = _spec(tmp_path, "interrupted", epochs=3)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RSNA_DATA_DIR")}

@@ -7,12 +7,21 @@ import optuna
 import pytest
 import yaml
 
-from harness.config import apply_overrides, parse_set
-from harness.errors import UsageError
-from harness.registry import get_variant
-from harness.runner import build_config
-from harness.tuning_spec import (ParamSpec, StudySpec, build_pruner, build_sampler, check_spec, default_params,
-                                 load_spec, reproduce_command, spec_from_dict, suggest, to_overrides)
+from harness.core.errors import UsageError
+from harness.core.overrides import apply_overrides, parse_set
+from harness.core.registry import get_variant
+from harness.core.run_config import build_config
+from harness.tuning.space import (
+    ParamSpec,
+    StudySpec,
+    build_pruner,
+    build_sampler,
+    default_params,
+    reproduce_command,
+    suggest,
+    to_overrides,
+)
+from harness.tuning.spec import check_spec, load_spec, spec_from_dict
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 SHIPPED = sorted(STUDIES.glob("*.yaml"))

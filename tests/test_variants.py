@@ -5,17 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import harness_cli
 from mlflow import MlflowClient
 
-from conftest import harness_cli
+from harness.core.registry import get_variant, list_variants
+from harness.core.run_config import build_config
 from harness.data.dataset import SliceDataset
 from harness.data.rsna import load_samples
 from harness.losses import build_loss
-from harness.registry import get_variant, list_variants
-from harness.runner import build_config
 
 VARIANTS = list_variants()
-# VARIANTS.md §4-§10, computed from the notebooks' classes with random weights
+# docs/variants.md §4-§10, computed from the notebooks' classes with random weights
 NOTEBOOK_PARAMETERS = {"v4": 25_188_759, "v5": 21_151_700, "v6": 21_151_830, "v7": 20_686_645,
                        "v8": 20_970_330, "v9": 29_633_876, "v10": 25_188_759}
 
@@ -73,6 +73,7 @@ def test_forward_backward_on_the_smoke_profile(demo_root, name):
     assert sum(len(p) for p in groups.values()) == len(list(model.parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_one_epoch_smoke_run_is_finished_in_mlflow(demo_root, tmp_path, name):
     res = harness_cli("run", name, "--data-dir", str(demo_root), "--profile", "smoke", "--set", "train.epochs=1",

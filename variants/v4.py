@@ -1,12 +1,12 @@
-"""v4 (le3ba_with_aux_heads.ipynb, VARIANTS.md §4): EffNetV2-S per slice -> proj 512 -> BiLSTM 2x256 ->
+"""v4 (le3ba_with_aux_heads.ipynb, docs/variants.md §4): EffNetV2-S per slice -> proj 512 -> BiLSTM 2x256 ->
 multi-head self-attention -> mean over slices -> concat level embedding 64 -> MLP, plus binary and
 severity aux heads; focal loss (gamma 2.5, LS 0.1, clipped 1/sqrt(n) weights); progressive
 level-by-label oversampling with strong augmentation for the copies.
 
 The committed notebook does not parse (two missing commas, §4.8); this is the fixed copy that must
 have produced the reported 74.9% BA."""
-from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.registry import register_variant
+from harness.core.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from harness.core.registry import register_variant
 
 
 def v4_config(variant: str = "v4") -> Config:
@@ -26,7 +26,24 @@ def v4_config(variant: str = "v4") -> Config:
     )
 
 
+def build_model(cfg: Config):
+    """SpineSeqAttentionWithAux (docs/variants.md §4.4): MLP proj, BiLSTM, MHA -> mean, level concat,
+    main + aux heads."""
+    from harness.models.blocks import LevelConcat, MainAuxHeads, SelfAttentionMeanPool
+    from harness.models.slice_model import NUM_LEVELS, SliceSequenceModel, recurrent_trunk
+
+    m = cfg.model
+    trunk, width = recurrent_trunk(m, "lstm", mlp_proj=True)
+    return SliceSequenceModel(
+        **trunk,
+        pool=SelfAttentionMeanPool(width, m.attn_heads, m.dropout),
+        level=LevelConcat(NUM_LEVELS, m.level_dim),
+        head=MainAuxHeads(width + m.level_dim, m.head_hidden, m.aux_hidden, m.dropout, bias=m.head_bias),
+        names=dict(proj="feature_proj", sequence="lstm", pool="attention", level="level_embedding", head="heads"),
+    )
+
+
 @register_variant("v4", "BiLSTM 2x256 + self-attention + mean, level concat 64, aux heads; focal g2.5 LS0.1 "
-                  "1/sqrt(n) weights; progressive oversampling", build_model="harness.models.slice_model:build_v4")
+                  "1/sqrt(n) weights; progressive oversampling", build_model=build_model)
 def v4() -> Config:
     return v4_config()

@@ -1,8 +1,8 @@
-"""v5 (le3ba_v5.ipynb, VARIANTS.md §5): EffNetV2-S -> proj 256 -> BiGRU 2x128 -> attention pooling ->
+"""v5 (le3ba_v5.ipynb, docs/variants.md §5): EffNetV2-S -> proj 256 -> BiGRU 2x128 -> attention pooling ->
 FiLM level conditioning -> MLP; focal (gamma 2, LS 0.05, no weights); WeightedRandomSampler; DICOM
 window; mixup (alpha 0.3); SWA from epoch 20, used for validation and checkpoints; hflip TTA."""
-from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.registry import register_variant
+from harness.core.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from harness.core.registry import register_variant
 
 LR_HEAD = 3e-4
 
@@ -26,7 +26,29 @@ def v5_config(variant: str = "v5") -> Config:
     )
 
 
+FILM_GRU_NAMES = dict(proj="feature_proj", sequence="gru", pool="attn_pool", level="film")
+
+
+def film_gru_trunk(m):
+    """v5/v6 shared trunk (docs/variants.md §5.4, §6.4): MLP proj, BiGRU, tanh attention pool, FiLM;
+    parts and context width."""
+    from harness.models.blocks import AttentionPool, FiLM
+    from harness.models.slice_model import NUM_LEVELS, recurrent_trunk
+
+    trunk, width = recurrent_trunk(m, "gru", mlp_proj=True)
+    return dict(trunk, pool=AttentionPool(width, m.attn_hidden), level=FiLM(NUM_LEVELS, width)), width
+
+
+def build_model(cfg: Config):
+    """SpineModelV5 (docs/variants.md §5.4): the FiLM/GRU trunk and one MLP classifier."""
+    from harness.models.slice_model import SliceSequenceModel, classifier_head
+
+    trunk, width = film_gru_trunk(cfg.model)
+    return SliceSequenceModel(**trunk, head=classifier_head(cfg.model, width),
+                              names=FILM_GRU_NAMES | {"head": "classifier"})
+
+
 @register_variant("v5", "BiGRU 2x128 + attention pool + FiLM; focal g2 LS0.05; weighted sampler; mixup; SWA used "
-                  "for eval; hflip TTA", build_model="harness.models.slice_model:build_v5")
+                  "for eval; hflip TTA", build_model=build_model)
 def v5() -> Config:
     return v5_config()

@@ -1,16 +1,32 @@
-"""v7 (le3ba_v7.ipynb, VARIANTS.md §7): 2.5D: the 7 grey slices as the 7 channels of one image, a new
+"""v7 (le3ba_v7.ipynb, docs/variants.md §7): 2.5D: the 7 grey slices as the 7 channels of one image, a new
 7-channel stem on EffNetV2-S, FiLM on the pooled features, a CE head and an ordinal head (prediction
 0.6 softmax + 0.4 ordinal); focal + 0.5 ordinal BCE; weighted sampler; mixup; 2-epoch backbone
 freeze; 224 px without ImageNet normalisation."""
-from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.registry import register_variant
+from harness.core.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from harness.core.registry import register_variant
 
 LR_HEAD = 2e-4
 
 
+def build_model(cfg: Config):
+    """Spine25DModel (docs/variants.md §7.4): S-channel stem on EfficientNet-V2-S, FiLM on the pooled
+    vector, CE + ordinal heads."""
+    from harness.models.backbone import create_backbone
+    from harness.models.blocks import FiLM, MLPHead
+    from harness.models.slice_model import NUM_LEVELS, classifier_head
+    from harness.models.stack_model import SliceStackModel, slice_stem
+
+    m = cfg.model
+    backbone = create_backbone(m)  # 3-channel, so pretrained weights load as published
+    backbone.conv_stem = slice_stem(backbone.conv_stem, cfg.data.num_slices, m.stem_side_scale)
+    width = backbone.num_features
+    return SliceStackModel(backbone, FiLM(NUM_LEVELS, width), classifier_head(m, width),
+                           MLPHead(width, m.ordinal_hidden, 2, m.head_dropout))
+
+
 @register_variant("v7", "2.5D: 7 slices as channels, 7-ch stem + EffNetV2-S, FiLM, CE + ordinal heads; focal + "
-                  "0.5 ordinal; 2-epoch freeze", build_model="harness.models.stack_model:build_v7",
-                  predict="harness.predictions:ce_ordinal_mix")
+                  "0.5 ordinal; 2-epoch freeze", build_model=build_model,
+                  predict="harness.models.predictions:ce_ordinal_mix")
 def v7() -> Config:
     return Config(
         variant="v7",

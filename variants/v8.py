@@ -1,12 +1,30 @@
-"""v8 (le3ba_v8.ipynb, VARIANTS.md §8): "three windows" (collapsed to grey before CLAHE, the defect of
+"""v8 (le3ba_v8.ipynb, docs/variants.md §8): "three windows" (collapsed to grey before CLAHE, the defect of
 §8.8) per slice -> EffNetV2-S -> learned global slice weights -> concat level embedding 256 -> MLP with
 a prior bias; weighted CE [1, 2, 4]; plain shuffle; 2-epoch backbone freeze; SWA computed, unused."""
-from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.registry import register_variant
+from harness.core.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from harness.core.registry import register_variant
+
+
+def build_model(cfg: Config):
+    """SpineModelV8 (docs/variants.md §8.4): no projection or RNN; learned global slice weights, level
+    concat, MLP head."""
+    from harness.models.backbone import create_backbone
+    from harness.models.blocks import LevelConcat, SliceAggregator
+    from harness.models.slice_model import NUM_LEVELS, SliceSequenceModel, classifier_head
+
+    m = cfg.model
+    backbone = create_backbone(m)
+    return SliceSequenceModel(
+        backbone=backbone, proj=None, sequence=None,
+        pool=SliceAggregator(cfg.data.num_slices),
+        level=LevelConcat(NUM_LEVELS, m.level_dim),
+        head=classifier_head(m, backbone.num_features + m.level_dim),
+        names=dict(pool="aggregator", level="level_embed", head="classifier"),
+    )
 
 
 @register_variant("v8", "learned global slice weights + level concat 256, prior bias; 3-window input "
-                  "(collapsed); weighted CE [1,2,4]; 2-epoch freeze", build_model="harness.models.slice_model:build_v8")
+                  "(collapsed); weighted CE [1,2,4]; 2-epoch freeze", build_model=build_model)
 def v8() -> Config:
     return Config(
         variant="v8",

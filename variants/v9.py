@@ -1,11 +1,28 @@
-"""v9 (le3ba_v9.ipynb, VARIANTS.md §9): EffNetV2-S per slice -> Linear 512 -> BiGRU 2x512 ->
+"""v9 (le3ba_v9.ipynb, docs/variants.md §9): EffNetV2-S per slice -> Linear 512 -> BiGRU 2x512 ->
 tanh attention pooling -> concat level embedding 256 -> MLP with prior bias; weighted CE [1, 4, 6]."""
-from harness.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
-from harness.registry import register_variant
+from harness.core.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from harness.core.registry import register_variant
+
+
+def build_model(cfg: Config):
+    """SpineModelV9 (docs/variants.md §9.4): plain Linear proj, BiGRU, attention-MIL pool, level concat,
+    MLP head with prior bias."""
+    from harness.models.blocks import AttentionPool, LevelConcat
+    from harness.models.slice_model import NUM_LEVELS, SliceSequenceModel, classifier_head, recurrent_trunk
+
+    m = cfg.model
+    trunk, width = recurrent_trunk(m, "gru", mlp_proj=False)
+    return SliceSequenceModel(
+        **trunk,
+        pool=AttentionPool(width, m.attn_hidden),
+        level=LevelConcat(NUM_LEVELS, m.level_dim),
+        head=classifier_head(m, width + m.level_dim),
+        names=dict(proj="feature_proj", sequence="gru", pool="attention", level="level_embed", head="classifier"),
+    )
 
 
 @register_variant("v9", "BiGRU 2x512 + attention MIL + level concat, fixed 50/350 window, weighted CE [1,4,6]",
-                  build_model="harness.models.slice_model:build_v9")
+                  build_model=build_model)
 def v9() -> Config:
     return Config(
         variant="v9",

@@ -3,7 +3,7 @@
 Each helper takes the arguments a notebook passed to a 1.x transform, plus `api`:
 - '1.x' builds 2.x transforms that do what albumentations 1.3 did with those arguments;
 - '2.x' builds what albumentations 2.0.8 does when the line runs unchanged: the 1.x-only arguments are
-  ignored there with a warning (VARIANTS.md §1.10), so the helper passes the 2.x defaults explicitly instead.
+  ignored there with a warning (docs/variants.md §1.10), so the helper passes the 2.x defaults explicitly instead.
 Transforms whose 1.x and 2.x behaviour and defaults agree (RandomBrightnessContrast, RandomGamma,
 HorizontalFlip) are used directly by the recipes.
 """

@@ -2,26 +2,37 @@
 
 Each recipe reads like the notebook's Compose list; `api` picks what its arguments mean
 (harness.data.albu_compat): '1.x' what the notebooks were written for (default), '2.x' what the same
-lines do under albumentations 2.0.8, where several 1.x arguments are silently ignored (VARIANTS.md §1.10).
+lines do under albumentations 2.0.8, where several 1.x arguments are silently ignored (docs/variants.md §1.10).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import albumentations as A
 import cv2
 import numpy as np
 
-from harness.data.albu_compat import (APIS, Recipe, clahe, coarse_dropout, elastic_transform, gauss_noise,
-                                      grid_distortion, multiplicative_noise, optical_distortion,
-                                      shift_scale_rotate)
-from harness.data.recipe_names import RECIPE_NAMES
+from harness.core.errors import UsageError
+from harness.core.names import RECIPE_NAMES
+from harness.data.albu_compat import (
+    APIS,
+    Recipe,
+    clahe,
+    coarse_dropout,
+    elastic_transform,
+    gauss_noise,
+    grid_distortion,
+    multiplicative_noise,
+    optical_distortion,
+    shift_scale_rotate,
+)
 
 CONSTANT = cv2.BORDER_CONSTANT
 
 
 def v4_train(api: str = "1.x") -> Recipe:
-    """v4/v10 `train_aug` for original rows (VARIANTS.md §4.1)."""
+    """v4/v10 `train_aug` for original rows (docs/variants.md §4.1)."""
     return Recipe([
         shift_scale_rotate(0.05, 0.1, 5, p=0.5, border_mode=CONSTANT, api=api),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
@@ -51,7 +62,7 @@ def v4_strong(api: str = "1.x") -> Recipe:
 def v10_strong(api: str = "1.x") -> Recipe:
     """v10 `strong_aug` (§10.1): ElasticTransform(alpha=1, sigma=50, p=0.3), no alpha_affine.
 
-    VARIANTS.md §10.1/§11.3 read the omission as "no affine part" (the author removed it on purpose,
+    docs/variants.md §10.1/§11.3 read the omission as "no affine part" (the author removed it on purpose,
     and from late 1.4 on an omitted alpha_affine means none). Albumentations 1.3 would have used its
     default of 50 px instead; `v4_strong` keeps v4's 20 px.
     """
@@ -144,14 +155,22 @@ RECIPES: dict[str, Callable[[str], Recipe] | None] = {
     "scale0.05": scale_tta,
 }
 if tuple(RECIPES) != RECIPE_NAMES:  # the config checks names against RECIPE_NAMES: the two lists are one
-    raise RuntimeError("harness.data.recipe_names.RECIPE_NAMES must list exactly the keys of RECIPES")
+    raise RuntimeError("harness.core.names.RECIPE_NAMES must list exactly the keys of RECIPES")
 
 
 def build(name: str, api: str = "1.x") -> Recipe | None:
-    """The recipe called `name` (None for 'none'); unknown names are refused by the config check."""
+    """The recipe called `name` (None for 'none'), or the one a variant's 'module:function' path names
+    (function(api) -> Recipe); other names are refused by the config check."""
     if api not in APIS:
         raise ValueError(f"api must be one of {APIS}, got {api!r}")
-    factory = RECIPES[name]
+    if name in RECIPES:
+        factory = RECIPES[name]
+    else:
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"augmentation recipe {name!r}: cannot import it ({exc})") from None
     return factory(api) if factory else None
 
 
@@ -159,7 +178,7 @@ def apply(transform: A.Compose | None, slices: np.ndarray, per_slice: bool, seed
     """Augment (S, H, W, C) uint8 slices, reproducibly from `seed`.
 
     per_slice=True: one call per slice on a running random stream, so every slice gets its own
-    parameters, as the notebooks did (VARIANTS.md §1.6 item 7). per_slice=False: one parameter draw
+    parameters, as the notebooks did (docs/variants.md §1.6 item 7). per_slice=False: one parameter draw
     for all slices (2.x's `images` target), so they stay spatially aligned.
     """
     if transform is None:

@@ -1,4 +1,4 @@
-"""The preprocessing cache (DESIGN.md "Data"): every sample's prepared crop regions, computed once
+"""The preprocessing cache (docs/architecture.md "Data"): every sample's prepared crop regions, computed once
 per dataset and preprocessing key, stored as one memory-mapped byte file plus a small index.
 
 Layout of `<cache_dir>/<key>/`:
@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 from filelock import FileLock
 
-from harness import threads
-from harness.config import DataConfig
+from harness.core import threads
+from harness.core.config import DataConfig
 from harness.data.preprocess import PreparedSample, prepare_sample, preprocess_key, reach
 from harness.data.rsna import SampleTable
 

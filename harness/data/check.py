@@ -16,13 +16,13 @@ from typing import Callable
 import pandas as pd
 import pydicom
 
-from harness import threads
-from harness.data import dicom, schema
+from harness.core import competition, threads
+from harness.core.errors import DataError
+from harness.data import dicom
 from harness.data.rsna import SampleTable, load_samples, read_checked_csv
-from harness.errors import DataError
 
 DEFAULT_CONDITION = "spinal_canal_stenosis"
-NUM_FOLDS = 5  # data.num_folds' default; harness.config is not imported here as it pulls in torch
+NUM_FOLDS = 5  # data.num_folds' default; harness.core.config is not imported here as it pulls in torch
 MAX_EXAMPLES = 5
 CHUNK_SIZE = 64  # files per worker task: small enough for a smooth bar, large enough to amortise the IPC
 
@@ -55,7 +55,7 @@ class Finding:
 class ConditionReport:
     """Usable samples of one condition (as load_samples counts them) and what it dropped."""
 
-    classes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(schema.CLASS_KEYS, 0))
+    classes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(competition.CLASS_KEYS, 0))
     samples: int = 0
     studies: int = 0
     empty_labels: int = 0
@@ -97,11 +97,11 @@ class FileStatus:
 def check_dataset(root: str | Path, condition: str = DEFAULT_CONDITION, workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None, num_folds: int = NUM_FOLDS) -> DataReport:
     """Check all five conditions at `root` and judge `condition`; `progress(done, total)` follows decoding."""
-    if condition not in schema.CONDITIONS:
+    if condition not in competition.CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}")
     root = Path(root)
     tables, conditions = {}, {}
-    for cond in schema.CONDITIONS:
+    for cond in competition.CONDITIONS:
         try:
             tables[cond] = load_samples(root, cond)
             conditions[cond] = _condition_counts(tables[cond])
@@ -127,7 +127,7 @@ def _condition_counts(table: SampleTable) -> ConditionReport:
     s = table.samples
     per_class = s["label"].value_counts()
     return ConditionReport(
-        classes={key: int(per_class.get(i, 0)) for i, key in enumerate(schema.CLASS_KEYS)},
+        classes={key: int(per_class.get(i, 0)) for i, key in enumerate(competition.CLASS_KEYS)},
         samples=len(s), studies=int(s["study_id"].nunique()),
         empty_labels=table.dropped["empty_label"], no_coordinate=table.dropped["no_coordinate"],
         other_series=table.dropped["other_series"], other_series_studies=list(table.other_series_studies),
@@ -153,10 +153,11 @@ def _first(items, fmt=str) -> list[str]:
 def _layout_findings(root: Path) -> dict[str, Finding]:
     """Missing folders and files, each reported once, at its highest missing folder."""
     # a deleted study is one problem, not also all its series and files
-    images = root / schema.TRAIN_IMAGES
-    train = _try_read(root, schema.TRAIN_CSV, ("study_id",), ("study_id",))
-    series = _try_read(root, schema.SERIES_CSV, schema.SERIES_COLUMNS, ("study_id", "series_id"))
-    coords = _try_read(root, schema.COORDS_CSV, schema.COORDS_COLUMNS, ("study_id", "series_id", "instance_number"))
+    images = root / competition.TRAIN_IMAGES
+    train = _try_read(root, competition.TRAIN_CSV, ("study_id",), ("study_id",))
+    series = _try_read(root, competition.SERIES_CSV, competition.SERIES_COLUMNS, ("study_id", "series_id"))
+    coords = _try_read(root, competition.COORDS_CSV, competition.COORDS_COLUMNS,
+                       ("study_id", "series_id", "instance_number"))
     findings = {key: Finding(count=None) for key in ("studies_without_folder", "series_without_folder",
                                                      "coordinates_series_unlisted", "missing_instance_files")}
 
@@ -196,7 +197,7 @@ def _ids(pair) -> str:
 
 
 def _relative_path(ids) -> str:
-    return f"{schema.TRAIN_IMAGES}/{ids[0]}/{ids[1]}/{ids[2]}.dcm"
+    return f"{competition.TRAIN_IMAGES}/{ids[0]}/{ids[1]}/{ids[2]}.dcm"
 
 
 def inspect_files(paths: list[str], workers: int,
@@ -277,7 +278,7 @@ def _blocking_reason(condition: str, counts: ConditionReport, num_folds: int) ->
     if counts.studies < num_folds:
         return (f"{condition}: only {counts.studies} studies have usable samples, fewer than the "
                 f"{num_folds} folds")
-    empty = [name for name, key in zip(schema.SEVERITIES, schema.CLASS_KEYS) if not counts.classes[key]]
+    empty = [name for name, key in zip(competition.SEVERITIES, competition.CLASS_KEYS) if not counts.classes[key]]
     if empty:
         return f"{condition}: no {' or '.join(empty)} samples; every class needs at least one"
     if counts.unreadable == counts.samples:
@@ -308,7 +309,7 @@ def print_report(report: DataReport, console) -> None:
             *c.classes.values(), c.studies, c.empty_labels, c.no_coordinate, c.other_series, c.missing_image,
             c.unreadable, c.outside_image)))
     console.print(samples)
-    console.print(Text("conditions: " + ", ".join(f"{SHORT_NAMES[c]} = {c}" for c in schema.CONDITIONS)),
+    console.print(Text("conditions: " + ", ".join(f"{SHORT_NAMES[c]} = {c}" for c in competition.CONDITIONS)),
                   style="dim")
     for error in dict.fromkeys(c.error for c in report.conditions.values() if c.error):
         console.print(Text(f"not loaded: {error}"))

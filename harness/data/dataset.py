@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.config import DataConfig
+from harness.core.config import DataConfig
 from harness.data import augment
 from harness.data.pixels import crop_window
 from harness.data.preprocess import PreparedSample, prepare_sample, window

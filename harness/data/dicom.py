@@ -10,7 +10,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_rescale
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 # pydicom's own wording -> the short reason we report; anything else keeps its first line.
 _KNOWN_REASONS = (

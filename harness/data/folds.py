@@ -1,4 +1,4 @@
-"""Shared, persisted folds: StratifiedGroupKFold on the label, grouped by study (VARIANTS.md §1.7).
+"""Shared, persisted folds: StratifiedGroupKFold on the label, grouped by study (docs/variants.md §1.7).
 
 Computed once per dataset fingerprint, condition, fold count and seed, then read back by every
 variant, so all compared runs see the same validation samples.

@@ -1,4 +1,4 @@
-"""The per-slice pixel pipeline of the notebooks (VARIANTS.md §1.6).
+"""The per-slice pixel pipeline of the notebooks (docs/variants.md §1.6).
 
 Deterministic part (cacheable): intensity mapping -> uint8, CLAHE on the full slice, and the crop
 region around the label point with room for the training jitter. Random part (per epoch): the

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import DataConfig
+from harness.core.config import DataConfig
 from harness.data.dicom import UnreadableSlice, read_slice
 from harness.data.pixels import crop_box, prepare_full_slice, scale_slice
 from harness.data.rsna import SampleTable
@@ -25,8 +25,9 @@ OK, MISSING, UNREADABLE = 0, 1, 2  # per-slice status; MISSING and UNREADABLE be
 
 # DataConfig fields the deterministic part depends on (the cache's key); everything else is applied
 # per epoch and may change freely between runs that share a cache.
-PREPROCESS_FIELDS = ("condition", "other_series_points", "num_slices", "slice_mode", "rescale", "intensity", "window_center",
-                     "window_width", "multiwindow_collapse", "clahe_clip", "clahe_grid", "cache_resolution")
+PREPROCESS_FIELDS = ("condition", "other_series_points", "num_slices", "slice_mode", "rescale", "intensity",
+                     "window_center", "window_width", "multiwindow_collapse", "clahe_clip", "clahe_grid",
+                     "cache_resolution")
 
 
 @dataclass
@@ -123,8 +124,8 @@ def prepare_sample(table: SampleTable, index: int, cfg: DataConfig) -> PreparedS
             out.status[s] = MISSING
         else:
             try:
-                img = _full_slice(path, (st.st_mtime_ns, st.st_size), cfg.rescale, cfg.intensity, cfg.window_center, cfg.window_width,
-                                  cfg.multiwindow_collapse, cfg.clahe_clip, cfg.clahe_grid, scale)
+                img = _full_slice(path, (st.st_mtime_ns, st.st_size), cfg.rescale, cfg.intensity, cfg.window_center,
+                                  cfg.window_width, cfg.multiwindow_collapse, cfg.clahe_clip, cfg.clahe_grid, scale)
             except UnreadableSlice as exc:
                 out.status[s] = UNREADABLE
                 out.unreadable.append((str(path), str(exc)))

@@ -1,6 +1,6 @@
 """The Kaggle CSVs -> one sample table for a condition: a row per (study, level) annotation.
 
-Follows the notebooks' join (VARIANTS.md §1.2-1.3), row order included, because the folds depend on
+Follows the notebooks' join (docs/variants.md §1.2-1.3), row order included, because the folds depend on
 it: labels melted column-major (level-major rows, train.csv study order), inner-joined with the
 coordinates of the condition on its series description.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.data import schema
-from harness.errors import DataError
+from harness.core import competition
+from harness.core.errors import DataError
 
 SAMPLE_COLUMNS = ("study_id", "series_id", "instance_number", "x", "y", "level", "level_idx", "label")
 
@@ -35,7 +35,7 @@ class SampleTable:
 
     def image_path(self, study_id: int, series_id: int, instance: int) -> Path:
         # ids are validated integers (read_csv below), so they are safe to become path parts
-        return self.root / schema.TRAIN_IMAGES / str(int(study_id)) / str(int(series_id)) / f"{int(instance)}.dcm"
+        return self.root / competition.TRAIN_IMAGES / str(int(study_id)) / str(int(series_id)) / f"{int(instance)}.dcm"
 
 
 def read_checked_csv(root: Path, name: str, columns: tuple[str, ...],
@@ -75,32 +75,33 @@ def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis",
         raise DataError(f"{root}: data folder not found")
     if other_series_points not in OTHER_SERIES:
         raise ValueError(f"other_series_points must be one of {OTHER_SERIES}, got {other_series_points!r}")
-    coord_name, series_desc = schema.CONDITIONS[condition]
-    columns = tuple(f"{condition}_{lvl}" for lvl in schema.LEVELS)
-    train = read_checked_csv(root, schema.TRAIN_CSV, ("study_id",) + columns, ("study_id",))
-    coords = read_checked_csv(root, schema.COORDS_CSV, schema.COORDS_COLUMNS, ("study_id", "series_id", "instance_number"))
-    series = read_checked_csv(root, schema.SERIES_CSV, schema.SERIES_COLUMNS, ("study_id", "series_id"))
+    coord_name, series_desc = competition.CONDITIONS[condition]
+    columns = tuple(f"{condition}_{lvl}" for lvl in competition.LEVELS)
+    train = read_checked_csv(root, competition.TRAIN_CSV, ("study_id",) + columns, ("study_id",))
+    coords = read_checked_csv(root, competition.COORDS_CSV, competition.COORDS_COLUMNS,
+                              ("study_id", "series_id", "instance_number"))
+    series = read_checked_csv(root, competition.SERIES_CSV, competition.SERIES_COLUMNS, ("study_id", "series_id"))
 
     # labels, level-major as pd.melt orders them
     melted = train.melt(id_vars="study_id", value_vars=list(columns), var_name="column", value_name="severity")
     melted["level"] = melted["column"].str[len(condition) + 1:]
     empty = melted["severity"].isna()
     labels = melted[~empty].copy()
-    unknown = labels[~labels["severity"].isin(schema.SEVERITIES)]
+    unknown = labels[~labels["severity"].isin(competition.SEVERITIES)]
     if len(unknown):
-        raise DataError(f"{root / schema.TRAIN_CSV}: column {unknown['column'].iloc[0]!r} has the label "
-                        f"{unknown['severity'].iloc[0]!r}; expected one of {', '.join(schema.SEVERITIES)}")
-    labels["label"] = labels["severity"].map(schema.SEVERITIES.index).astype("int64")
+        raise DataError(f"{root / competition.TRAIN_CSV}: column {unknown['column'].iloc[0]!r} has the label "
+                        f"{unknown['severity'].iloc[0]!r}; expected one of {', '.join(competition.SEVERITIES)}")
+    labels["label"] = labels["severity"].map(competition.SEVERITIES.index).astype("int64")
 
     # coordinates of this condition, on its series description or (listed) on another one
     coords = coords.merge(series, on=["study_id", "series_id"], how="left")
     coords = coords[coords["condition"] == coord_name].copy()
-    level_of = dict(zip(schema.LEVEL_LABELS, schema.LEVELS))
+    level_of = dict(zip(competition.LEVEL_LABELS, competition.LEVELS))
     coords["level"] = coords["level"].map(level_of)
     try:
         coords["x"], coords["y"] = coords["x"].astype(float), coords["y"].astype(float)
     except ValueError:
-        raise DataError(f"{root / schema.COORDS_CSV}: columns 'x' and 'y' must hold numbers") from None
+        raise DataError(f"{root / competition.COORDS_CSV}: columns 'x' and 'y' must hold numbers") from None
     expected = coords[coords["series_description"] == series_desc]
     other = coords[coords["series_description"].notna() & (coords["series_description"] != series_desc)]
     other = other[~_keys(other).isin(_keys(expected))]  # a level with a point on its own series keeps that one
@@ -118,7 +119,7 @@ def load_samples(root: str | Path, condition: str = "spinal_canal_stenosis",
     exists = [path.is_file() for path in paths]
     table.examples = _drop_examples(root, condition, melted, empty, unseen, paths, exists, other)
     merged = merged[pd.Series(exists, index=merged.index, dtype=bool)].reset_index(drop=True)
-    merged["level_idx"] = merged["level"].map(schema.LEVELS.index).astype("int64")
+    merged["level_idx"] = merged["level"].map(competition.LEVELS.index).astype("int64")
     table.samples = merged[list(SAMPLE_COLUMNS)]
     table.labelled = _labelled(labels, table.samples, unseen)
     table.dropped = {"empty_label": int(empty.sum()), "no_coordinate": int((~on_other[no_coord]).sum()),
@@ -174,6 +175,6 @@ def _drop_examples(root: Path, condition: str, melted: pd.DataFrame, empty: pd.S
 def data_fingerprint(root: str | Path) -> str:
     """Hash of the three training CSVs: the identity of a dataset for folds and run tags."""
     h = hashlib.sha256()
-    for name in (schema.TRAIN_CSV, schema.COORDS_CSV, schema.SERIES_CSV):
+    for name in (competition.TRAIN_CSV, competition.COORDS_CSV, competition.SERIES_CSV):
         h.update((Path(root) / name).read_bytes())
     return h.hexdigest()[:16]

@@ -1,5 +1,5 @@
 """Training-set sampling of the notebooks: plain shuffle, inverse-frequency WeightedRandomSampler
-(v5-v7), and the level-by-label "progressive" oversampling of enhanced/v4/v10 (VARIANTS.md §4.3)."""
+(v5-v7), and the level-by-label "progressive" oversampling of enhanced/v4/v10 (docs/variants.md §4.3)."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +22,7 @@ def progressive_oversample(samples: pd.DataFrame, rows: np.ndarray, random_state
     rs = np.random.RandomState(random_state)
     train = samples.iloc[rows][["level_idx", "label"]].assign(row=rows)
     extra_rows, extra_variants = [], []
-    for level, at_level in train.groupby("level_idx", sort=True):
+    for _level, at_level in train.groupby("level_idx", sort=True):
         level_counts = at_level["label"].value_counts()
         median = float(np.median(level_counts.to_numpy()))
         for label, group in at_level.groupby("label", sort=True):

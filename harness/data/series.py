@@ -1,6 +1,6 @@
 """Which files are a labelled slice's neighbours: by instance number, or in true spatial order.
 
-'instance' mode is the notebooks' (VARIANTS.md §1.5): instance numbers centre-k .. centre+k.
+'instance' mode is the notebooks' (docs/variants.md §1.5): instance numbers centre-k .. centre+k.
 'position' mode follows docs/data.md: instance numbers need not follow anatomy, the projection of
 ImagePositionPatient on the slice normal does. Both return 2k+1 entries centred on the labelled
 slice, None where there is no slice, so the caller pads with blank slices exactly as it does for
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from harness.errors import first_line
+from harness.core.errors import first_line
 
 MODES = ("instance", "position")
 ORIENTATION_TOLERANCE = 1e-3  # max abs difference of unit direction cosines within one stack

@@ -5,8 +5,8 @@ import timm
 from timm.models import load_state_dict as timm_load_state_dict
 from torch import nn
 
-from harness.config import ModelConfig
-from harness.errors import UsageError
+from harness.core.config import ModelConfig
+from harness.core.errors import UsageError
 
 
 def create_backbone(cfg: ModelConfig, in_chans: int = 3) -> nn.Module:

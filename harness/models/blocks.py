@@ -1,4 +1,4 @@
-"""Building blocks of the notebook models (VARIANTS.md §4.4-§10.4), each named for what it does."""
+"""Building blocks of the notebook models (docs/variants.md §4.4-§10.4), each named for what it does."""
 from __future__ import annotations
 
 from collections import OrderedDict

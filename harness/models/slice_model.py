@@ -1,5 +1,6 @@
-"""Slice-sequence classifiers (v4, v5, v6, v8, v9, v10): shared backbone per slice -> [projection] ->
-[RNN] -> pooling over slices -> level conditioning -> head(s). v7's 2.5D model is in stack_model.py."""
+"""The slice-sequence classifier and the trunk pieces its variants share: backbone per slice ->
+[projection] -> [RNN] -> pooling over slices -> level conditioning -> head(s). Each variant assembles
+its own in its file (variants/v4.py, v5, v6, v8, v9; v10 is v4's); v7's 2.5D model is stack_model.py."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -8,11 +9,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from harness.config import Config, ModelConfig
+from harness.core.config import ModelConfig
 from harness.models.backbone import create_backbone
-from harness.models.blocks import (AttentionPool, ClassifierHead, CoralCEHeads, FeatureProjection, FiLM,
-                                   LevelConcat, MainAuxHeads, SelfAttentionMeanPool, SequenceRNN,
-                                   SliceAggregator)
+from harness.models.blocks import ClassifierHead, FeatureProjection, SequenceRNN
 
 NUM_CLASSES = 3
 NUM_LEVELS = 5
@@ -64,7 +63,7 @@ class SliceSequenceModel(nn.Module):
         return groups
 
 
-def _recurrent_trunk(m: ModelConfig, rnn: str, mlp_proj: bool) -> tuple[dict[str, nn.Module], int]:
+def recurrent_trunk(m: ModelConfig, rnn: str, mlp_proj: bool) -> tuple[dict[str, nn.Module], int]:
     """Backbone -> projection (v4/v5/v6 MLP, v9 plain Linear) -> bidirectional RNN; parts and RNN output width."""
     backbone = create_backbone(m)
     proj = (FeatureProjection(backbone.num_features, m.proj_dim, m.dropout) if mlp_proj
@@ -76,69 +75,3 @@ def _recurrent_trunk(m: ModelConfig, rnn: str, mlp_proj: bool) -> tuple[dict[str
 def classifier_head(m: ModelConfig, in_dim: int) -> ClassifierHead:
     """The 3-class MLP head of v5, v7, v8, v9 (with the prior bias when model.head_bias is set)."""
     return ClassifierHead(in_dim, m.head_hidden, NUM_CLASSES, m.dropout, m.head_dropout, bias=m.head_bias)
-
-
-def build_v4(cfg: Config) -> SliceSequenceModel:
-    """SpineSeqAttentionWithAux (VARIANTS.md §4.4): MLP proj, BiLSTM, MHA -> mean, level concat, main + aux heads."""
-    m = cfg.model
-    trunk, width = _recurrent_trunk(m, "lstm", mlp_proj=True)
-    return SliceSequenceModel(
-        **trunk,
-        pool=SelfAttentionMeanPool(width, m.attn_heads, m.dropout),
-        level=LevelConcat(NUM_LEVELS, m.level_dim),
-        head=MainAuxHeads(width + m.level_dim, m.head_hidden, m.aux_hidden, m.dropout, bias=m.head_bias),
-        names=dict(proj="feature_proj", sequence="lstm", pool="attention", level="level_embedding", head="heads"),
-    )
-
-
-build_v10 = build_v4  # SpineModelV10 (§10.4) is v4's architecture unchanged; v10 differs only in training
-
-
-def _film_gru_trunk(m: ModelConfig) -> tuple[dict[str, nn.Module], int]:
-    """v5/v6 shared trunk (§5.4, §6.4): MLP proj, BiGRU, tanh attention pool, FiLM; parts and context width."""
-    trunk, width = _recurrent_trunk(m, "gru", mlp_proj=True)
-    return dict(trunk, pool=AttentionPool(width, m.attn_hidden), level=FiLM(NUM_LEVELS, width)), width
-
-
-_FILM_GRU_NAMES = dict(proj="feature_proj", sequence="gru", pool="attn_pool", level="film")
-
-
-def build_v5(cfg: Config) -> SliceSequenceModel:
-    """SpineModelV5 (§5.4): the FiLM/GRU trunk and one MLP classifier."""
-    trunk, width = _film_gru_trunk(cfg.model)
-    return SliceSequenceModel(**trunk, head=classifier_head(cfg.model, width),
-                              names=_FILM_GRU_NAMES | {"head": "classifier"})
-
-
-def build_v6(cfg: Config) -> SliceSequenceModel:
-    """SpineModelV6 (§6.4): the v5 trunk with a CORAL ordinal head and a CE head on one hidden layer."""
-    m = cfg.model
-    trunk, width = _film_gru_trunk(m)
-    head = CoralCEHeads(width, m.head_hidden, m.dropout, m.head_dropout, m.ordinal_bias, bias=m.head_bias)
-    return SliceSequenceModel(**trunk, head=head, names=_FILM_GRU_NAMES | {"head": "heads"})
-
-
-def build_v8(cfg: Config) -> SliceSequenceModel:
-    """SpineModelV8 (§8.4): no projection or RNN; learned global slice weights, level concat, MLP head."""
-    m = cfg.model
-    backbone = create_backbone(m)
-    return SliceSequenceModel(
-        backbone=backbone, proj=None, sequence=None,
-        pool=SliceAggregator(cfg.data.num_slices),
-        level=LevelConcat(NUM_LEVELS, m.level_dim),
-        head=classifier_head(m, backbone.num_features + m.level_dim),
-        names=dict(pool="aggregator", level="level_embed", head="classifier"),
-    )
-
-
-def build_v9(cfg: Config) -> SliceSequenceModel:
-    """SpineModelV9 (§9.4): plain Linear proj, BiGRU, attention-MIL pool, level concat, MLP head with prior bias."""
-    m = cfg.model
-    trunk, width = _recurrent_trunk(m, "gru", mlp_proj=False)
-    return SliceSequenceModel(
-        **trunk,
-        pool=AttentionPool(width, m.attn_hidden),
-        level=LevelConcat(NUM_LEVELS, m.level_dim),
-        head=classifier_head(m, width + m.level_dim),
-        names=dict(proj="feature_proj", sequence="gru", pool="attention", level="level_embed", head="classifier"),
-    )

@@ -1,4 +1,5 @@
-"""v7's 2.5D classifier (VARIANTS.md §7.4): the S slices are the input channels of one 2D EfficientNet."""
+"""The 2.5D classifier (v7, docs/variants.md §7.4): the S slices are the input channels of one 2D
+EfficientNet; variants/v7.py assembles it."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -6,10 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from harness.config import Config
-from harness.models.backbone import create_backbone
-from harness.models.blocks import FiLM, MLPHead
-from harness.models.slice_model import NUM_LEVELS, classifier_head
+from harness.models.blocks import FiLM
 
 
 class SliceStackModel(nn.Module):
@@ -55,13 +53,3 @@ def slice_stem(rgb_stem: nn.Conv2d, num_slices: int, side_scale: float) -> nn.Co
         stem.weight.copy_((side_scale * rgb.mean(dim=1, keepdim=True)).expand_as(stem.weight))
         stem.weight[:, centre - 1:centre + 2] = rgb
     return stem
-
-
-def build_v7(cfg: Config) -> SliceStackModel:
-    """Spine25DModel (§7.4): S-channel stem on EfficientNet-V2-S, FiLM on the pooled vector, CE + ordinal heads."""
-    m = cfg.model
-    backbone = create_backbone(m)  # 3-channel, so pretrained weights load as published
-    backbone.conv_stem = slice_stem(backbone.conv_stem, cfg.data.num_slices, m.stem_side_scale)
-    width = backbone.num_features
-    return SliceStackModel(backbone, FiLM(NUM_LEVELS, width), classifier_head(m, width),
-                           MLPHead(width, m.ordinal_hidden, 2, m.head_dropout))

@@ -1,0 +1,77 @@
+"""The one way the harness writes to an MLflow run: its params, tags, metrics and artifacts.
+
+A `RunWriter` is bound to one run id (by default the active run's), so the same adapter serves a
+training run, a tuning study's parent run and a comparison run. Reading runs back is in
+harness.tracking.reader; the store and experiments are in harness.tracking.store.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+
+class RunWriter:
+    """Everything written to one run goes through here."""
+
+    def __init__(self, run_id: str | None = None):
+        self.run_id = run_id or mlflow.active_run().info.run_id
+        self.client = MlflowClient()
+
+    def params(self, values: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()])
+
+    def tags(self, values: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+
+    def delete_tags(self, names: Iterable[str]) -> None:
+        """Remove the tags that are set among `names` (a resumed run's old stop reason)."""
+        present = self.client.get_run(self.run_id).data.tags
+        for name in names:
+            if name in present:
+                self.client.delete_tag(self.run_id, name)
+
+    def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in values.items()])
+
+    def text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def dict(self, value: Mapping, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, dict(value), artifact_file)
+
+    def figure(self, fig, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, fig, artifact_file)
+
+    def file(self, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def folder(self, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(path), folder)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End a run this writer does not hold open as the active run (a study's parent run)."""
+        self.client.set_terminated(self.run_id, status)
+
+    def dataset_input(self, df, name: str, context: str) -> None:
+        """A table as the active run's input dataset. Two processes logging the same new dataset at once
+        race on its row (SQLite: UNIQUE constraint failed, the losing transaction rolled back whole);
+        logging again then finds the row and links it."""
+        dataset = mlflow.data.from_pandas(df, name=name)
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():  # MLflow's schema hint about integer columns is noise here
+                    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+                    mlflow.log_input(dataset, context=context)
+                return
+            except MlflowException as exc:
+                lost_race = "UNIQUE constraint" in str(exc) or "duplicate key" in str(exc)  # SQLite / PostgreSQL
+                if not lost_race or attempt == 2:
+                    raise
