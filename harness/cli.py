@@ -30,11 +30,15 @@ def _parser() -> argparse.ArgumentParser:
                        "built-in demo data), then `harness ui`.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="train one variant on one fold, tracked in MLflow")
+    run = sub.add_parser("run", help="train one variant on one fold (or a matrix of folds x seeds), tracked in MLflow")
     run.add_argument("variant", help="registered variant, e.g. v9 (see `harness variants`)")
-    run.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
+    run.add_argument("--fold", default="0", metavar="FOLD|LIST|all",
+                     help="validation fold (default 0); a list (0,2,4) or `all` trains a matrix, one run per cell")
     _config_arguments(run)
-    run.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    run.add_argument("--seed", metavar="N|LIST",
+                     help="shorthand for --set train.seed=N; a list (1,2,3) trains a matrix")
+    run.add_argument("--seeds", type=int, metavar="N",
+                     help="a matrix over N seeds, counting up from the variant's train.seed")
     run.add_argument("--devices", type=int, metavar="N",
                      help="train with DistributedDataParallel over N processes, one per GPU (gloo on CPU); "
                           "shorthand for --set train.devices=N")
@@ -114,32 +118,48 @@ def _run_sets(args) -> dict:
     from harness.core.overrides import parse_set
 
     sets = parse_set(args.set)
-    if getattr(args, "seed", None) is not None:
-        sets["train.seed"] = args.seed
     if getattr(args, "devices", None) is not None:
         sets["train.devices"] = args.devices
     return sets
 
 
-def check_run_arguments(args, sets: dict):
+def check_run_arguments(args, sets: dict) -> list[tuple[int, int]]:
     """Everything about a run that can be wrong without reading data, checked before torch, MLflow
-    and albumentations are imported: the variant, fold, profile, config file, --set keys, types and
-    values, and the weights file. Returns the variant and the resolved config."""
+    and albumentations are imported: the variant, folds, seeds, profile, config file, --set keys,
+    types and values, and the weights file. Returns the (fold, seed) cells, one for a plain run."""
+    from harness.core.cells import parse_folds, parse_seeds
     from harness.core.registry import get_variant
     from harness.core.run_config import build_config, default_profile
 
     variant = get_variant(args.variant)
     profile = args.profile or default_profile(args.data_dir)
-    return variant, build_config(variant, args.fold, profile, args.config, sets, args.data_dir)
+    base = build_config(variant, 0, profile, args.config, sets, args.data_dir)
+    folds = parse_folds(args.fold, base.data.num_folds)
+    seeds = parse_seeds(getattr(args, "seed", None), getattr(args, "seeds", None), base.train.seed)
+    cells = [(fold, seed) for fold in folds for seed in seeds]
+    for fold, seed in cells:
+        build_config(variant, fold, profile, args.config, sets | {"train.seed": seed}, args.data_dir)
+    if len(cells) > 1 and args.resume:
+        raise UsageError("--resume continues one run; a matrix resumes by itself (run the same command again)")
+    if len(cells) > 1 and base.train.devices > 1:
+        raise UsageError("--devices trains one run; train a matrix's cells one process each (drop --devices)")
+    return cells
 
 
 def cmd_run(args, console: Console) -> int:
     sets = _run_sets(args)
-    check_run_arguments(args, sets)
+    cells = check_run_arguments(args, sets)
+    if len(cells) > 1:
+        from harness.training.matrix import run_matrix
+
+        return run_matrix(args.variant, cells, args.data_dir, args.profile, args.config, sets, console)
     from harness.training.execute import execute, execute_distributed, find_resume
     from harness.training.plan import describe, prepare
 
-    plan = prepare(args.variant, args.fold, args.data_dir, args.profile, args.config, sets, console)
+    (fold, seed), = cells
+    if getattr(args, "seed", None) is not None:
+        sets["train.seed"] = seed
+    plan = prepare(args.variant, fold, args.data_dir, args.profile, args.config, sets, console)
     describe(plan, console)
     point = find_resume(plan, args.resume, console) if args.resume else None
     if plan.cfg.train.devices > 1:
@@ -150,9 +170,13 @@ def cmd_run(args, console: Console) -> int:
 
 def cmd_config(args, console: Console) -> int:
     from harness.core import config_view
+    from harness.core.registry import get_variant
+    from harness.core.run_config import build_config, default_profile
 
     sets = _run_sets(args)
-    variant, cfg = check_run_arguments(args, sets)
+    variant = get_variant(args.variant)
+    profile = args.profile or default_profile(args.data_dir)
+    cfg = build_config(variant, args.fold, profile, args.config, sets, args.data_dir)
     table = config_view.rows(variant, cfg, args.config, sets)
     if args.json:
         print(json.dumps([r | {"value": config_view.as_plain(r["value"])} for r in table], indent=2))

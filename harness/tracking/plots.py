@@ -164,3 +164,22 @@ def attention_examples(weights: np.ndarray, images: np.ndarray, labels: np.ndarr
     fig.suptitle(f"slice weights, labelled slice outlined: {title}")
     fig.tight_layout()
     return fig
+
+
+def matrix_cells(cells, title: str):
+    """A run matrix's cells: each cell's BA as a point per fold, one colour per seed, and the mean."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    seeds = sorted(cells["seed"].unique())
+    for k, seed in enumerate(seeds):
+        rows = cells[cells["seed"] == seed]
+        offset = (k - (len(seeds) - 1) / 2) * 0.08
+        ax.scatter(rows["fold"] + offset, rows["balanced_accuracy"], label=f"seed {seed}", zorder=3)
+    ax.axhline(cells["balanced_accuracy"].mean(), color="black", lw=1, ls="--", label="mean over cells")
+    ax.set_xticks(sorted(cells["fold"].unique()))
+    ax.set_xlabel("fold")
+    ax.set_ylabel("balanced accuracy (selected epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -2,6 +2,7 @@
 artifacts and metric histories (what `harness compare` needs; writing is harness.tracking.writer)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -18,13 +19,14 @@ def finished_runs(variant: str, fold: int) -> list:
     query = (f"tags.`harness.variant` = '{variant}' and tags.`harness.fold` = '{fold}' "
              "and attributes.status = 'FINISHED'")
     runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"]) if experiments else []
-    # a study's parent run carries the variant and fold too, but no predictions (a tag filter with != would
-    # also drop the runs that have no harness.kind tag at all)
-    return [r for r in runs if r.data.tags.get("harness.kind") != "study"]
+    # a study's or a matrix's parent run carries the variant (and a study's the fold) too, but no
+    # predictions (a tag filter with != would also drop the runs that have no harness.kind tag at all)
+    return [r for r in runs if r.data.tags.get("harness.kind") not in ("study", "matrix")]
 
 
 def artifact(run_id: str, path: str) -> Path:
     """A local copy of one of the run's artifacts (raises when it has none of that name)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
     return Path(MlflowClient().download_artifacts(run_id, path))
 
 

@@ -56,6 +56,10 @@ class RunWriter:
     def folder(self, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(path), folder)
 
+    def reopen(self) -> None:
+        """Mark a run this writer ends itself RUNNING again (a matrix's parent, continued)."""
+        self.client.update_run(self.run_id, status="RUNNING")
+
     def end(self, status: str = "FINISHED") -> None:
         """End a run this writer does not hold open as the active run (a study's parent run)."""
         self.client.set_terminated(self.run_id, status)
