@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID|FILE",
                      help="continue an unfinished run after its last completed epoch: alone, the latest of this "
                           "variant, fold and config (a new run if there is none); or the run id or checkpoint named")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="a matrix's cells shared between N local worker processes (one GPU each, or an equal "
+                          "share of the CPU cores)")
+    run.add_argument("--storage", metavar="URL",
+                     help="SQLAlchemy URL (e.g. postgresql://...) of a queue the matrix's workers share: the same "
+                          "command on several machines trains each cell once; a lost worker's cell is retried")
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
 
     cfg = sub.add_parser("config", help="print a variant's resolved config: every key, its value, where it came "
                                         "from, and what it means")
@@ -55,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="compare finished runs per class, with intervals and paired tests")
     cmp.add_argument("variants", nargs="*", help="variants to compare, baseline first (e.g. v4 v8 v9)")
-    cmp.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
+    cmp.add_argument("--fold", default="0", metavar="FOLD|LIST|all",
+                     help="fold(s) to compare: 0 (default), 0,2,4 or all; with several folds or seeds the runs are "
+                          "also compared at version level, paired by fold and seed")
     cmp.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID", help="explicit MLflow run ids instead")
     cmp.add_argument("--baseline", help="variant the others are tested against (default: the first named)")
     cmp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -66,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="config override for --run-missing, as in `harness run`; repeatable")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
+    cmp.add_argument("--seeds", type=int, metavar="N", help="training seeds per fold for --plan and --run-missing "
+                                                            "(counting up from the variant's train.seed; default 1)")
+    cmp.add_argument("--plan", action="store_true", help="say what these folds x seeds can resolve (the minimum "
+                                                         "detectable BA difference), before anything trains")
 
     tune = sub.add_parser("tune", help="an Optuna study over config keys, every trial a tracked run")
     tune.add_argument("spec", help="study spec (YAML), e.g. studies/v9_class_weights.yaml")
@@ -139,6 +153,17 @@ def check_run_arguments(args, sets: dict) -> list[tuple[int, int]]:
     cells = [(fold, seed) for fold in folds for seed in seeds]
     for fold, seed in cells:
         build_config(variant, fold, profile, args.config, sets | {"train.seed": seed}, args.data_dir)
+    workers, storage = getattr(args, "workers", None), getattr(args, "storage", None)
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if storage is not None and "://" not in storage:
+        raise UsageError(f"--storage {storage}: expected an SQLAlchemy URL such as postgresql://user@host/db")
+    if (storage or (workers or 1) > 1) and len(cells) == 1:
+        raise UsageError("--workers and --storage share a matrix's cells between workers; this is one run "
+                         "(name several folds or seeds: --fold all, --seeds N)")
+    if (storage or (workers or 1) > 1) and (args.resume or base.train.devices > 1):
+        raise UsageError(f"{'--resume' if args.resume else '--devices'} with --workers or --storage: each worker "
+                         "trains a cell in one process, and resumes a stopped cell by itself")
     if len(cells) > 1 and args.resume:
         raise UsageError("--resume continues one run; a matrix resumes by itself (run the same command again)")
     if len(cells) > 1 and base.train.devices > 1:
@@ -149,6 +174,12 @@ def check_run_arguments(args, sets: dict) -> list[tuple[int, int]]:
 def cmd_run(args, console: Console) -> int:
     sets = _run_sets(args)
     cells = check_run_arguments(args, sets)
+    if len(cells) > 1 and (args.storage or (args.workers or 1) > 1):
+        from harness.training.matrix_workers import MatrixArgs, run_shared
+
+        shared = MatrixArgs(args.variant, args.fold, args.seed, args.seeds, args.data_dir, args.profile, args.config,
+                            sets, args.set, args.workers or 1, args.storage, args.worker_index, args.worker_threads)
+        return run_shared(shared, cells, console)
     if len(cells) > 1:
         from harness.training.matrix import run_matrix
 
@@ -187,76 +218,10 @@ def cmd_config(args, console: Console) -> int:
     return 0
 
 
-def check_compare_arguments(args) -> None:
-    """Names, duplicates, the baseline and --run-missing's config, before MLflow is imported."""
-    from harness.core.registry import get_variant
-
-    if not args.variants and not args.runs:
-        raise UsageError("compare: name at least two variants (e.g. v4 v8 v9) or --runs RUN_ID ...")
-    twice = sorted({v for v in args.variants if args.variants.count(v) > 1})
-    if twice:
-        raise UsageError(f"compare: {', '.join(twice)} named twice; name each variant once (two runs of one "
-                         "variant: --runs RUN_ID RUN_ID)")
-    if len(args.variants) == 1 and not args.runs:
-        raise UsageError(f"compare: {args.variants[0]} alone; name at least two variants")
-    for name in args.variants:
-        get_variant(name)  # an unknown name is a one-line error before anything is read
-    if args.baseline and args.variants and args.baseline not in args.variants:
-        raise UsageError(f"--baseline {args.baseline}: not among the compared variants ({', '.join(args.variants)})")
-    if args.run_missing:
-        from harness.core.overrides import parse_set
-        from harness.core.run_config import build_config, default_profile
-
-        sets, profile = parse_set(args.set), args.profile or default_profile(args.data_dir)
-        for name in args.variants:
-            build_config(get_variant(name), args.fold, profile, None, sets, args.data_dir)
-
-
 def cmd_compare(args, console: Console) -> int:
-    check_compare_arguments(args)
-    from pathlib import Path
+    from harness.cli_compare import cmd_compare as compare_command
 
-    from harness.compare.report import log_comparison_run, print_report, write_files
-    from harness.compare.runs import compare, find_runs
-    from harness.tracking import store
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
-    out = Console(stderr=True) if args.json else console  # keep stdout for the JSON
-    uri = store.ensure_store()
-    runs = find_runs(args.variants, args.fold, args.runs)
-    missing = [v for v in args.variants if v not in runs]
-    if missing and args.run_missing:
-        from harness.core.overrides import parse_set
-        from harness.training.execute import execute
-        from harness.training.plan import describe, prepare
-
-        for name in missing:
-            out.print(f"[bold]--run-missing:[/] training {name} fold {args.fold}")
-            plan = prepare(name, args.fold, args.data_dir, args.profile, None, parse_set(args.set), out)
-            describe(plan, out)
-            execute(plan, out)
-        runs = find_runs(args.variants, args.fold, args.runs)
-        missing = [v for v in args.variants if v not in runs]
-    if missing:
-        raise UsageError(f"no finished run of {', '.join(missing)} for fold {args.fold} "
-                         f"(train it with `harness run {missing[0]} --fold {args.fold}`, or add --run-missing)")
-    order = args.variants or list(runs)
-    if len(order) < 2:
-        raise UsageError("compare needs at least two variants")
-    baseline = args.baseline or order[0]
-    if baseline not in runs:
-        raise UsageError(f"--baseline {baseline}: not among the compared variants ({', '.join(order)})")
-    report = compare(runs, [baseline] + [v for v in order if v != baseline], baseline, seed=args.seed)
-    report["comparison_run"] = log_comparison_run(report, runs)
-    if args.output:
-        files = write_files(report, runs, Path(args.output))
-        out.print(f"wrote {len(files)} files to {args.output}")
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report, console)
-        console.print(f"comparison run {report['comparison_run']} (harness.kind=comparison) in {uri}")
-    return 0
+    return compare_command(args, console)
 
 
 def check_tune_arguments(args):

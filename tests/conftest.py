@@ -33,6 +33,17 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def store(workdir) -> Path:
+    """The working folder with a real SQLite MLflow store (mlruns/mlflow.db) as the tracking URI."""
+    import mlflow
+
+    (workdir / "mlruns").mkdir()
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    yield workdir
+    mlflow.set_tracking_uri(None)
+
+
 def editable_copy(demo_root: Path, dst: Path) -> Path:
     """The CSVs copied (so a test can break them), the images linked (they stay read-only)."""
     dst.mkdir()

@@ -53,15 +53,6 @@ def _log_run(variant: str, preds: pd.DataFrame, fold_fp: str = "fold-a", seed: i
         return run.info.run_id
 
 
-@pytest.fixture
-def store(workdir):
-    uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
-    (workdir / "mlruns").mkdir()
-    mlflow.set_tracking_uri(uri)
-    yield workdir
-    mlflow.set_tracking_uri(None)
-
-
 def _compare(store, *args):
     res = harness_cli("compare", *args, "--json", cwd=store)
     return res, (json.loads(res.stdout) if res.returncode == 0 else None)
@@ -76,9 +67,10 @@ def test_twenty_more_severe_is_better_one_sample_is_noise(store):
     rows = {r["variant"]: r for r in report["against_baseline"]}
     assert rows["v9"]["difference"] == pytest.approx(20 / 90 / 3)
     assert rows["v9"]["low"] > 0 and rows["v9"]["p_holm"] < 0.01
-    assert rows["v9"]["verdict"] == "v9 is better than v4 beyond noise"
+    assert rows["v9"]["verdict"].startswith("v9 vs v4: these two trained models differ beyond sample noise (v9 higher")
     assert rows["v8"]["low"] <= 0 <= rows["v8"]["high"] and rows["v8"]["p_holm"] > 0.5
-    assert "indistinguishable" in rows["v8"]["verdict"]
+    assert "do not differ beyond sample noise" in rows["v8"]["verdict"]
+    assert "version_level" not in report  # one run per variant: two trained models, no version-level claim
     summary = {s["variant"]: s for s in report["variants"]}
     assert summary["v9"]["recall"]["severe"]["estimate"] == pytest.approx(60 / 90)
     assert summary["v4"]["parameters"] == 1234 and report["class_counts"] == list(COUNTS)

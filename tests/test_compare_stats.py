@@ -4,14 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import beta, binom, binomtest
 from sklearn.metrics import balanced_accuracy_score
 
-from harness.compare.stats import holm, paired_difference, pooled, recall_intervals, verdict
+from harness.compare.stats import holm, jeffreys_interval, paired_difference, pooled, recall_intervals, verdict
 from harness.metrics.classification import classification_metrics
 
 CLASS_SIZES = (600, 60, 90)  # the real fold's proportions, scaled down
-INDISTINGUISHABLE = "A and B are indistinguishable on this fold (difference within noise)"
+INDISTINGUISHABLE = ("B vs A: these two trained models do not differ beyond sample noise; training variance not "
+                     "measured (run --seeds 3)")
+NOT_VERSIONS = "training variance not measured (run --seeds 3)"
 
 
 def make_labels(scale: int = 1) -> np.ndarray:
@@ -56,12 +58,15 @@ def test_twenty_more_severe_right_is_better_beyond_noise(labels):
     assert diff["n_discordant"] == 20
     assert diff["low"] > 0 and diff["p_value"] < 0.01
     assert diff["low"] <= diff["difference"] <= diff["high"]
-    assert verdict(diff, holm([diff["p_value"]])[0], "A", "B") == "B is better than A beyond noise"
+    higher = verdict(diff, holm([diff["p_value"]])[0], "A", "B")
+    assert higher == ("B vs A: these two trained models differ beyond sample noise (B higher by 7.4 BA points); "
+                      + NOT_VERSIONS)
+    assert "better" not in higher  # a statement about two trained models, never about versions
 
     reverse = paired_difference(labels, run_b, run_a)
     assert reverse["difference"] == pytest.approx(-(20 / 90) / 3, abs=1e-12)
     assert reverse["high"] < 0 and reverse["p_value"] < 0.01
-    assert verdict(reverse, reverse["p_value"], "A", "B") == "B is worse than A beyond noise"
+    assert "(B lower by 7.4 BA points)" in verdict(reverse, reverse["p_value"], "A", "B")
 
 
 def test_runs_differing_by_one_sample_are_indistinguishable(labels):
@@ -100,9 +105,56 @@ def test_bootstrap_interval_contains_estimate_and_matches_binomial_width():
 
 def test_class_recall_intervals_stay_within_each_class(labels):
     intervals = recall_intervals(labels, make_run(labels, severe_right=90))
-    # every Severe sample right: a stratified bootstrap can only draw right Severe samples
-    assert intervals["recall/severe"] == {"estimate": 1.0, "low": 1.0, "high": 1.0}
+    # every Severe sample right: a stratified bootstrap can only draw right Severe samples (zero width, kept as
+    # bootstrap_low/high); Jeffreys' interval still says how low a recall 90/90 is compatible with
+    severe = intervals["recall/severe"]
+    assert (severe["bootstrap_low"], severe["bootstrap_high"]) == (1.0, 1.0)
+    assert severe["estimate"] == severe["high"] == 1.0
+    assert severe["low"] == pytest.approx(beta.ppf(0.025, 90.5, 0.5), abs=1e-12)
     assert intervals["recall/moderate"]["low"] < 0.5 < intervals["recall/moderate"]["high"]
+
+
+def test_recall_interval_is_jeffreys_and_covers_on_six_samples():
+    # Jeffreys: Beta(x + 1/2, n - x + 1/2) quantiles, 0 at x = 0 and 1 at x = n
+    assert jeffreys_interval(0, 6) == (0.0, pytest.approx(beta.ppf(0.975, 0.5, 6.5)))
+    assert jeffreys_interval(3, 6) == pytest.approx((beta.ppf(0.025, 3.5, 3.5), beta.ppf(0.975, 3.5, 3.5)))
+    assert jeffreys_interval(0, 0) == (0.0, 0.0)  # an absent class: recall 0, as the metrics count it
+    # exact coverage on 6 samples (the demo's Severe), averaged over true recalls 0.05-0.95: about 95%,
+    # where the class-stratified percentile bootstrap (Binomial(6, x/6) / 6 percentiles) covers about 70%
+    grid = np.linspace(0.05, 0.95, 181)
+    x = np.arange(7)
+    jeffreys = np.array([jeffreys_interval(k, 6) for k in x])
+    percentile = np.column_stack([binom.ppf(0.025, 6, x / 6), binom.ppf(0.975, 6, x / 6)]) / 6
+    cover = lambda bounds: np.mean([binom.pmf(x, 6, p)[(bounds[:, 0] <= p) & (p <= bounds[:, 1])].sum()
+                                    for p in grid])
+    assert 0.94 <= cover(jeffreys) <= 0.97
+    assert cover(percentile) < 0.8
+
+
+def test_ba_interval_combines_the_recall_intervals(labels):
+    # MOVER: BA ± sqrt(Σ (recall - bound)²) / 3 from the three Jeffreys intervals
+    intervals = recall_intervals(labels, make_run(labels), n_boot=200)
+    parts = [intervals[f"recall/{c}"] for c in ("normal_mild", "moderate", "severe")]
+    ba = intervals["balanced_accuracy"]
+    assert ba["low"] == pytest.approx(ba["estimate"] - np.sqrt(sum((p["estimate"] - p["low"]) ** 2
+                                                                     for p in parts)) / 3)
+    assert ba["high"] == pytest.approx(ba["estimate"] + np.sqrt(sum((p["high"] - p["estimate"]) ** 2
+                                                                      for p in parts)) / 3)
+    assert ba["bootstrap_low"] < ba["estimate"] < ba["bootstrap_high"]
+
+
+def test_pooled_seeds_that_disagree_count_between_samples_and_rows(labels):
+    # 3 seeds that disagree on Severe: the pooled recall's interval is narrower than one seed's count of samples
+    # would give and wider than if every row were an independent sample
+    runs = [make_run(labels, severe_right=s) for s in (40, 45, 50)]
+    rows = np.concatenate([labels] * 3)
+    preds = np.concatenate(runs)
+    clusters = np.tile(np.arange(len(labels)), 3)
+    pooled_severe = recall_intervals(rows, preds, n_boot=200, clusters=clusters)["recall/severe"]
+    hits = float((preds[rows == 2] == 2).sum())
+    as_rows, as_samples = jeffreys_interval(hits, 270), jeffreys_interval(hits / 3, 90)
+    width = pooled_severe["high"] - pooled_severe["low"]
+    assert as_rows[1] - as_rows[0] <= width + 1e-12 and width <= as_samples[1] - as_samples[0] + 1e-12
 
 
 def test_holm_on_a_hand_example():
@@ -117,7 +169,8 @@ def test_verdict_needs_p_value_and_interval_to_agree():
     assert verdict(interval_over_zero, 0.001, "A", "B") == INDISTINGUISHABLE
     interval_above_zero = {"difference": 0.02, "low": 0.001, "high": 0.04}
     assert verdict(interval_above_zero, 0.2, "A", "B") == INDISTINGUISHABLE
-    assert verdict(interval_above_zero, 0.049, "A", "B") == "B is better than A beyond noise"
+    assert "these two trained models differ" in verdict(interval_above_zero, 0.049, "A", "B")
+    assert "(3 runs each)" in verdict(interval_above_zero, 0.049, "A", "B", runs=3)
 
 
 def test_fixed_seed_is_deterministic_and_seed_matters(labels):
@@ -163,6 +216,22 @@ def test_pooled_seeds_on_one_fold_are_not_more_data(labels):
     for name, interval in single.items():
         assert result["a"]["intervals"][name] == pytest.approx(interval, abs=1e-12)
     assert result["difference"]["p_value"] == 1.0
+
+
+def test_pooled_seeds_are_swapped_together_in_the_permutation_test(labels):
+    # three identical seeds of a pair that differs on 6 Severe samples, all for B: 18 discordant rows but 6
+    # discordant samples. Swapping the samples (all their rows together) gives the exact 2 / 2^6; swapping rows
+    # one by one would count 18 independent swaps and a p near 1e-4.
+    run_a = make_run(labels, severe_right=45)
+    run_b = make_run(labels, severe_right=51)
+    runs_a = pd.concat([frame(labels, run_a, seed) for seed in range(3)])
+    runs_b = pd.concat([frame(labels, run_b, seed) for seed in range(3)])
+    diff = pooled(runs_a, runs_b, n_boot=200, n_perm=5000)["difference"]
+    assert diff["n_discordant"] == 18 and diff["n_discordant_units"] == 6
+    assert diff["p_value"] == pytest.approx(2 / 2 ** 6, rel=1e-12)
+    rows = paired_difference(np.concatenate([labels] * 3), np.concatenate([run_a] * 3),
+                             np.concatenate([run_b] * 3), n_boot=200, n_perm=5000)
+    assert rows["n_discordant_units"] == 18 and rows["p_value"] < 1e-3
 
 
 def test_pooled_rejects_disagreeing_labels(labels):

@@ -7,6 +7,7 @@ import optuna
 import pytest
 import yaml
 
+from harness.core.cells import parse_folds
 from harness.core.errors import UsageError
 from harness.core.overrides import apply_overrides, parse_set
 from harness.core.registry import get_variant
@@ -39,8 +40,9 @@ def defaults_after_fixed(spec: StudySpec):
 
 # ----------------------------------------------------------------------------- shipped studies
 
-def test_the_three_studies_ship():
-    assert [p.name for p in SHIPPED] == ["v4_focal_weights.yaml", "v9_class_weights.yaml", "v9_learning_rates.yaml"]
+def test_the_four_studies_ship():
+    assert [p.name for p in SHIPPED] == ["v4_focal_weights.yaml", "v9_class_weights.yaml",
+                                         "v9_class_weights_folds.yaml", "v9_learning_rates.yaml"]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -65,6 +67,13 @@ def test_v9_class_weights_study():
         ParamSpec("loss.class_weights[2]", "loss.class_weights", 2, "float", low=1.0, high=12.0))
     assert default_params(spec, get_variant("v9").defaults()) == {"loss.class_weights[1]": 4.0,
                                                                   "loss.class_weights[2]": 6.0}
+
+
+def test_v9_class_weights_folds_study_is_v9_class_weights_on_three_folds():
+    folds, one = load_spec(STUDIES / "v9_class_weights_folds.yaml"), load_spec(STUDIES / "v9_class_weights.yaml")
+    assert folds.folds == (0, 1, 2) and one.folds == (0,) and one.fold == 0
+    assert folds.space == one.space and folds.fixed == one.fixed
+    assert folds.pruner_kwargs["n_warmup_steps"] == 0  # steps are folds: a warm-up of 3 would never prune
 
 
 def test_v4_study_fixes_the_rule_and_starts_from_the_illustrative_weights():
@@ -152,6 +161,37 @@ def test_reproduce_command_round_trips_through_set():
     assert "train.epochs=3" in with_sets and with_sets[-1].startswith("loss.gamma=")
 
 
+# ----------------------------------------------------------------------------- folds
+
+def test_fold_and_folds():
+    one = spec_from_dict(minimal(fold=2), "s.yaml")
+    assert one.folds == (2,) and one.fold == 2
+    assert spec_from_dict(minimal(folds=[2]), "s.yaml") == one  # one fold either way: the same study
+    assert spec_from_dict(minimal(), "s.yaml").folds == (0,)  # neither: fold 0, as before
+    assert spec_from_dict(minimal(folds=[3, 0, 1]), "s.yaml").folds == (3, 0, 1)  # trained in this order
+    assert spec_from_dict(minimal(folds="all"), "s.yaml").folds == (0, 1, 2, 3, 4)
+    # `all` follows a fixed data.num_folds
+    assert spec_from_dict(minimal(folds="all", fixed={"data.num_folds": 3}), "s.yaml").folds == (0, 1, 2)
+    # with several folds a step is a fold: a warm-up leaving one fold to prune at is fine
+    spec_from_dict(minimal(folds=[0, 1, 2], pruner={"name": "median", "n_warmup_steps": 1}), "s.yaml")
+    # one fold: steps are epochs, as before (the shipped studies warm up for 3)
+    spec_from_dict(minimal(folds=[1], pruner={"name": "median", "n_warmup_steps": 3}), "s.yaml")
+
+
+def test_check_spec_checks_every_fold_against_the_run_config():
+    spec = spec_from_dict(minimal(folds=[0, 4]), "study.yaml")
+    base = build_config(get_variant("v9"), 0, "smoke", None, {"data.num_folds": 3}, None)  # e.g. --set
+    with pytest.raises(UsageError, match=r"^study.yaml: folds: fold must be within 0-2, got 4$"):
+        check_spec(spec, base)
+
+
+def test_reproduce_command_of_several_folds_trains_them_as_a_matrix():
+    spec = spec_from_dict(minimal(folds=[0, 2]), "s.yaml")
+    words = shlex.split(reproduce_command(spec, {"loss.class_weights[1]": 5.0}, "smoke"))
+    assert words[:7] == ["harness", "run", "v9", "--fold", "0,2", "--profile", "smoke"]
+    assert parse_folds(words[4], 5) == [0, 2]
+
+
 # ----------------------------------------------------------------------------- errors
 
 FLOAT = {"type": "float", "low": 1.0, "high": 10.0}
@@ -173,6 +213,18 @@ BAD_SPECS = [
     (dict(fixed={"train.epoch": 8}), "fixed: unknown config key 'train.epoch' (did you mean train.epochs?)"),
     (dict(fixed={"train.epochs": "many"}), "fixed: train.epochs expects int"),
     (dict(fixed={"fold": 1}), "fixed: fold cannot be set here"),
+    (dict(fold=1, folds=[0, 1]), "fold and folds: give one"),
+    (dict(folds=[0, 7]), "folds: fold must be within 0-4, got 7"),
+    (dict(folds=[1, 1]), "folds names a fold twice: [1, 1]"),
+    (dict(folds=[]), "folds expects a non-empty list of fold indices or 'all'"),
+    (dict(folds=3), "folds expects a non-empty list of fold indices or 'all', got 3 (one fold: fold: N)"),
+    (dict(folds="every"), "folds expects a non-empty list of fold indices or 'all', got 'every'"),
+    (dict(folds=[0, True]), "folds expects a non-empty list"),
+    (dict(fold=[0, 1]), "fold expects an integer, got [0, 1]"),
+    (dict(folds=[0, 1, 2], pruner={"name": "median", "n_warmup_steps": 3}),
+     "pruner median: n_warmup_steps 3 never prunes a trial on 3 folds"),
+    (dict(folds=[0, 1], pruner={"name": "threshold", "lower": 0.5, "n_warmup_steps": 1}),
+     "pruner threshold: n_warmup_steps 1 never prunes a trial on 2 folds"),
     (dict(space={}), "space is required"),
     (dict(space={"loss.clas_weights[1]": FLOAT}), "space: unknown config key 'loss.clas_weights' "
                                                   "(did you mean loss.class_weights?)"),

@@ -1,5 +1,6 @@
-"""What `harness compare` shows and writes: the terminal table, CSV/Markdown/plots on request, and a
-comparison run in MLflow (tag harness.kind=comparison) holding the same table and plots."""
+"""What `harness compare` shows and writes: the terminal tables (model level, and version level when the
+runs make a matrix), CSV/Markdown/plots on request, and a comparison run in MLflow (tag
+harness.kind=comparison) holding the same tables and plots."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.compare.comparison import where
+from harness.compare.planning import points
 from harness.compare.runs import RunRecord
 from harness.core.competition import CLASS_KEYS, SEVERITIES
 from harness.tracking import plots, store
@@ -39,7 +42,7 @@ def variant_table(report: dict) -> pd.DataFrame:
         row = {"variant": s["variant"], "runs": len(s["runs"]), "BA": _ci(s["balanced_accuracy"]),
                "BA per run": "mean " + (f"{s['ba_mean']:.3f} sd {s['ba_std']:.3f}" if s["ba_std"] is not None
                                         else f"{s['ba_mean']:.3f} (one run)"),
-               "final BA": f"{s['final_ba']:.3f}"}
+               "last BA": f"{s['final_ba']:.3f}"}
         row |= {f"recall {SHORT[c]}": _ci(s["recall"][c]) for c in CLASS_KEYS}
         row |= {f"precision {SHORT[c]}": f"{s['precision'][c]:.3f}" for c in CLASS_KEYS}
         row |= {"weighted log loss": f"{s['weighted_log_loss']:.4f}",
@@ -50,6 +53,25 @@ def variant_table(report: dict) -> pd.DataFrame:
                 "train s": f"{s['train_seconds']:.1f}", "alarms": ", ".join(s["alarms"]) or "none"}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def version_table(report: dict) -> pd.DataFrame:
+    """Version level against the baseline: cells, the mean difference with its interval, p, Holm, MDD."""
+    rows = report.get("version_level", {}).get("rows", [])
+    return pd.DataFrame([{"variant": r["variant"], "vs": r["baseline"], "cells": str(r.get("n_cells", 0)),
+                          "BA difference": f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
+                          if r.get("low") is not None else "-",
+                          "p": _p(r["p_value"]) if r.get("p_value") is not None else "-",
+                          "p (Holm)": _p(r["p_holm"]) if r.get("p_holm") is not None else "-",
+                          "MDD pts": points(r.get("mdd"))} for r in rows])
+
+
+def budget_table(report: dict) -> pd.DataFrame:
+    """What moves one variant's BA: the SD over seeds, over folds, and one cell's sample standard error."""
+    budget = report.get("version_level", {}).get("budget", {})
+    return pd.DataFrame([{"variant": v, "cells": str(b["n_cells"]), "BA mean": f"{b['mean']:.3f}",
+                          "seed SD": points(b["seed_sd"]), "fold SD": points(b["fold_sd"]),
+                          "sample SE": points(b["sample_se"])} for v, b in budget.items()])
 
 
 def baseline_table(report: dict) -> pd.DataFrame:
@@ -64,7 +86,8 @@ def baseline_table(report: dict) -> pd.DataFrame:
 
 # The CSVs hold numbers only, at full float precision (the tables round for reading; a CSV is for analysis).
 TEXT = ("variant", "baseline", "alarms", "verdict")
-INTEGERS = ("runs", "best_epoch_min", "best_epoch_max", "parameters", "paired_runs", "n_samples", "n_discordant")
+INTEGERS = ("runs", "best_epoch_min", "best_epoch_max", "parameters", "paired_runs", "n_samples", "n_discordant",
+            "n_cells", "n_folds")
 
 
 def _interval(name: str, value: dict) -> dict:
@@ -110,6 +133,23 @@ def baseline_numbers(report: dict) -> pd.DataFrame:
                    for r in report["against_baseline"]])
 
 
+def version_numbers(report: dict) -> pd.DataFrame:
+    """Version level in numbers (version_level.csv): the difference, interval, p, Holm, MDD and both budgets."""
+    level = report["version_level"]
+    rows = []
+    for r in level["rows"]:
+        budget_a, budget_b = level["budget"][r["baseline"]], level["budget"][r["variant"]]
+        rows.append({"variant": r["variant"], "baseline": r["baseline"], "n_cells": r.get("n_cells"),
+                     "n_folds": r.get("n_folds"), "ba_baseline": r.get("ba_a"), "ba_variant": r.get("ba_b"),
+                     **_interval("ba_difference", {"estimate": r.get("difference"), "low": r.get("low"),
+                                                   "high": r.get("high")}),
+                     "p_value": r.get("p_value"), "p_holm": r.get("p_holm"), "mdd": r.get("mdd"),
+                     **{f"{who}_{k}": b[k] for who, b in (("baseline", budget_a), ("variant", budget_b))
+                        for k in ("seed_sd", "fold_sd", "sample_se")},
+                     "verdict": r["verdict"]})
+    return _typed(rows)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table (pandas' to_markdown needs the optional tabulate package)."""
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
@@ -120,16 +160,20 @@ def markdown(frame: pd.DataFrame) -> str:
 def terminal_tables(report: dict) -> list[tuple[str, pd.DataFrame]]:
     """(title, frame) of each terminal table; split three ways so that each fits 80 columns (what a pipe gets)."""
     summary = pd.DataFrame([{"variant": s["variant"], "runs": str(len(s["runs"])), "BA": _ci(s["balanced_accuracy"]),
-                             "final\nBA": f"{s['final_ba']:.3f}", "best\nepoch": _epochs(s["best_epoch"]),
+                             "last\nBA": f"{s['final_ba']:.3f}", "best\nepoch": _epochs(s["best_epoch"]),
                              "parameters": f"{s['parameters']:,}" if s["parameters"] else "-",
                              "train\ns": f"{s['train_seconds']:.1f}"} for s in report["variants"]])
     recalls = pd.DataFrame([{"variant": s["variant"],
                              **{name: _ci(s["recall"][c]) for c, name in zip(CLASS_KEYS, SEVERITIES)}}
                             for s in report["variants"]])
     against = baseline_table(report).drop(columns="verdict", errors="ignore")  # the verdicts follow as whole lines
-    return [("per variant, selected epoch (BA with its 95% bootstrap interval)", summary),
-            ("recall per class, selected epoch (95% bootstrap intervals)", recalls),
-            ("BA against the baseline (paired bootstrap, permutation test)", against)]
+    tables = [("per variant (BA: selected epoch, optimistic; last BA: last epoch)", summary),
+              ("recall per class, selected epoch (95% Jeffreys intervals)", recalls),
+              ("model level: these trained models vs the baseline", against)]
+    if "version_level" in report:
+        tables += [("version level: the recipes vs the baseline, by fold and seed", version_table(report)),
+                   ("what moves BA (points): seed SD, fold SD, sample SE", budget_table(report))]
+    return tables
 
 
 def _rich_table(title: str, frame: pd.DataFrame) -> Table:
@@ -148,15 +192,21 @@ def print_report(report: dict, console: Console):
     """Header, the terminal tables, alarms and verdicts."""
     counts = "/".join(map(str, report["class_counts"]))
     # soft_wrap=False: rich wraps these lines at words even on the CLI's soft-wrapping console
-    console.print(f"fold {report['fold']}: {report['validation_samples']} shared validation samples "
+    console.print(f"{where(report)}: {report['validation_samples']} shared validation samples "
                   f"({counts} N/M/S), baseline [bold]{report['baseline']}[/]", soft_wrap=False)
     for title, frame in terminal_tables(report):
         if not frame.empty:
             console.print(_rich_table(title, frame))
     alarms = [f"{s['variant']} ({', '.join(s['alarms'])})" for s in report["variants"] if s["alarms"]]
     console.print("alarms: " + ("; ".join(alarms) or "none"), soft_wrap=False, markup=False)
+    console.print("model level:", soft_wrap=False)
     for r in report["against_baseline"]:
         console.print(f"- {r['verdict']}", soft_wrap=False, markup=False)
+    if "version_level" in report:
+        level = report["version_level"]
+        console.print(f"version level ({level['method']}, MDD at 80% power; {level['epoch_note']}):", soft_wrap=False)
+        for r in report["version_level"]["rows"]:
+            console.print(f"- {r['verdict']}", soft_wrap=False, markup=False)
 
 
 def figures(report: dict, runs: dict[str, list[RunRecord]]) -> dict:
@@ -171,7 +221,7 @@ def figures(report: dict, runs: dict[str, list[RunRecord]]) -> dict:
 def figure_title(report: dict) -> str:
     """The fold and its validation samples per class: what every figure's numbers were measured on."""
     counts = ", ".join(f"{n} {name}" for n, name in zip(report["class_counts"], SEVERITIES))
-    return f"fold {report['fold']}: {report['validation_samples']} validation samples ({counts})"
+    return f"{where(report)}: {report['validation_samples']} validation samples ({counts})"
 
 
 def write_files(report: dict, runs: dict[str, list[RunRecord]], out: Path) -> list[Path]:
@@ -181,10 +231,15 @@ def write_files(report: dict, runs: dict[str, list[RunRecord]], out: Path) -> li
     variant_numbers(report).to_csv(out / "comparison.csv", index=False)
     if not against.empty:
         baseline_numbers(report).to_csv(out / "against_baseline.csv", index=False)
-    md = ["# " + f"harness compare, fold {report['fold']} (baseline {report['baseline']})", "",
+    md = ["# " + f"harness compare, {where(report)} (baseline {report['baseline']})", "",
           markdown(variants), ""]
     if not against.empty:
-        md += [markdown(against), ""]
+        md += ["## model level: these trained models", "", markdown(against), ""]
+    if "version_level" in report:
+        version_numbers(report).to_csv(out / "version_level.csv", index=False)
+        md += ["## version level: the recipes, paired by fold and seed", "", report["version_level"]["epoch_note"],
+               "", markdown(version_table(report)), "", markdown(budget_table(report)), ""]
+        md += [f"- {r['verdict']}" for r in report["version_level"]["rows"]] + [""]
     (out / "comparison.md").write_text("\n".join(md))
     (out / "comparison.json").write_text(json.dumps(report, indent=2))
     for name, fig in figures(report, runs).items():
@@ -199,9 +254,10 @@ def log_comparison_run(report: dict, runs: dict[str, list[RunRecord]]) -> str:
     base = runs[report["baseline"]][0]
     exp = store.comparison_experiment(store.find_run(base.run_id).info.experiment_id)  # off the training runs table
     names = "-".join(s["variant"] for s in report["variants"])
-    run_id = store.create_run(exp, f"compare-{names}-fold{report['fold']}",
+    folds = ",".join(map(str, report["folds"]))
+    run_id = store.create_run(exp, f"compare-{names}-fold{folds}",
                               {"harness.kind": "comparison", "harness.baseline": report["baseline"],
-                               "harness.fold": str(report["fold"]),
+                               "harness.fold": folds,
                                "harness.compared_runs": ",".join(r for s in report["variants"] for r in s["runs"])})
     writer = RunWriter(run_id)
     try:
@@ -209,6 +265,9 @@ def log_comparison_run(report: dict, runs: dict[str, list[RunRecord]]) -> str:
                         for s in report["variants"]})
         for r in (r for r in report["against_baseline"] if "difference" in r):
             writer.metrics({f"{r['variant']}/ba_difference": r["difference"], f"{r['variant']}/p_holm": r["p_holm"]})
+        for r in (r for r in report.get("version_level", {}).get("rows", []) if r.get("p_holm") is not None):
+            writer.metrics({f"{r['variant']}/version/ba_difference": r["difference"],
+                            f"{r['variant']}/version/p_holm": r["p_holm"]})
         with tempfile.TemporaryDirectory() as tmp:
             write_files(report, runs, Path(tmp))
             writer.folder(tmp)

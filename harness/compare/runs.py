@@ -1,9 +1,11 @@
 """`harness compare`: finished runs side by side, per class, with intervals, paired tests against a
 baseline and the runs' health alarms (README "Comparing versions").
 
-Runs come from MLflow: the latest FINISHED run per (variant, seed) for the fold, on the baseline's
-dataset, or explicit run ids. Every run must have validated on the same samples (fold fingerprint);
-the statistics pair the runs' predictions sample by sample (harness.compare.stats).
+Runs come from MLflow: the latest FINISHED run per (variant, fold, seed) for the folds asked, on the
+baseline's dataset, or explicit run ids. The runs of one fold must have validated on the same samples
+(fold fingerprint). Two levels of statistics: model level pairs the runs' predictions sample by sample
+(harness.compare.stats: these trained models); version level pairs whole runs by (fold, seed) and counts
+seed, fold and sample noise (harness.compare.version_level: these recipes).
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_score
 
-from harness.compare import stats
 from harness.core.competition import CLASS_KEYS
 from harness.core.errors import HarnessError, UsageError
 from harness.metrics.classification import competition_score_spinal, weighted_log_loss
@@ -39,6 +40,12 @@ class RunRecord:
     seconds: float
     alarms: dict[str, str] = field(default_factory=dict)
     fallback: pd.DataFrame = field(default_factory=pd.DataFrame)  # the rows the fallback prediction scored
+    # val_predictions_last.csv's model rows: the last epoch, which no selection on this fold chose (None: older run)
+    last: pd.DataFrame | None = None
+
+    @property
+    def fold(self) -> int:
+        return int(self.tags.get("harness.fold", -1))
 
     @property
     def labels(self) -> np.ndarray:
@@ -59,13 +66,25 @@ class RunRecord:
                                         rows[list(CLASS_KEYS)].to_numpy(np.float64))
 
 
-def load_run(run) -> RunRecord:
-    """Predictions, metric history, tags and timing of one finished run."""
-    rid, tags = run.info.run_id, run.data.tags
+def _predictions(run_id: str, name: str) -> pd.DataFrame | None:
     try:
-        preds = pd.read_csv(reader.artifact(rid, "val_predictions.csv"), keep_default_na=False)
-    except Exception:  # noqa: BLE001 - any failure means the run has no usable predictions
-        raise HarnessError(f"run {rid} ({tags.get('harness.variant')}) has no val_predictions.csv artifact") from None
+        return pd.read_csv(reader.artifact(run_id, name), keep_default_na=False)
+    except Exception:  # noqa: BLE001 - any failure means the run has no such predictions
+        return None
+
+
+def _model_rows(preds: pd.DataFrame) -> pd.Series:
+    # runs before the fallback rows existed have no `source` column: every row is the model's
+    return preds["source"].eq("model") if "source" in preds else pd.Series(True, index=preds.index)
+
+
+def load_run(run) -> RunRecord:
+    """Predictions (selected epoch, and last epoch where written), metric history, tags and timing of one run."""
+    rid, tags = run.info.run_id, run.data.tags
+    preds = _predictions(rid, "val_predictions.csv")
+    if preds is None:
+        raise HarnessError(f"run {rid} ({tags.get('harness.variant')}) has no val_predictions.csv artifact")
+    last = _predictions(rid, "val_predictions_last.csv")
     history = pd.DataFrame({
         key: pd.Series(reader.metric_history(rid, f"val/{key}"))
         for key in ("balanced_accuracy", *(f"recall/{c}" for c in CLASS_KEYS))}).sort_index()
@@ -73,16 +92,20 @@ def load_run(run) -> RunRecord:
         history[loss] = pd.Series(reader.metric_history(rid, loss))
     seconds = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
     alarms = {k.removeprefix("harness.alarm."): v for k, v in tags.items() if k.startswith("harness.alarm.")}
-    # runs before the fallback rows existed have no `source` column: every row is the model's
-    model = preds["source"].eq("model") if "source" in preds else pd.Series(True, index=preds.index)
+    model = _model_rows(preds)
+    if last is not None:
+        last = last[_model_rows(last)].sort_values(SAMPLE_KEY).reset_index(drop=True)
     return RunRecord(rid, tags.get("harness.variant", "?"), tags.get("harness.seed", "?"),
                      tags.get("harness.fold_fingerprint", ""), tags.get("harness.data_fingerprint", ""),
                      preds[model].sort_values(SAMPLE_KEY).reset_index(drop=True), history, dict(run.data.metrics),
-                     tags, dict(run.data.params), seconds, alarms, preds[~model].reset_index(drop=True))
+                     tags, dict(run.data.params), seconds, alarms, preds[~model].reset_index(drop=True), last)
 
 
-def find_runs(variants: list[str], fold: int, run_ids: list[str]) -> dict[str, list[RunRecord]]:
-    """variant -> its runs: the explicit ids, else the latest per seed on the first variant's dataset."""
+def find_runs(variants: list[str], folds: list[int] | int, run_ids: list[str],
+              seeds: list[int] | None = None) -> dict[str, list[RunRecord]]:
+    """variant -> its runs: the explicit ids, else the latest per (fold, seed) on the first variant's dataset,
+    for the folds given and the seeds given (None: every seed)."""
+    folds = [folds] if isinstance(folds, int) else folds
     if run_ids:
         found: dict[str, list[RunRecord]] = {}
         for rid in run_ids:
@@ -93,35 +116,45 @@ def find_runs(variants: list[str], fold: int, run_ids: list[str]) -> dict[str, l
             found.setdefault(record.variant, []).append(record)
         return found
     found, data_fp = {}, None
+    wanted = None if seeds is None else {str(s) for s in seeds}
     for variant in variants:
-        latest: dict[str, object] = {}
-        for run in reader.finished_runs(variant, fold):
-            fp = run.data.tags.get("harness.data_fingerprint")
-            data_fp = data_fp or fp  # the first variant's newest run fixes the dataset
-            if fp == data_fp:
-                latest.setdefault(run.data.tags.get("harness.seed"), run)
+        latest: dict[tuple, object] = {}
+        for fold in folds:
+            for run in reader.finished_runs(variant, fold):
+                fp, seed = run.data.tags.get("harness.data_fingerprint"), run.data.tags.get("harness.seed")
+                data_fp = data_fp or fp  # the first variant's newest run fixes the dataset
+                if fp == data_fp and (wanted is None or seed in wanted):
+                    latest.setdefault((fold, seed), run)
         if latest:
             found[variant] = [load_run(run) for run in latest.values()]
     return found
 
 
 def check_shared_samples(runs: dict[str, list[RunRecord]]):
-    """Refuse runs that validated on different samples: their differences would mean nothing."""
-    prints = {(r.fold_fp, r.variant, r.run_id) for records in runs.values() for r in records}
-    if len({fp for fp, _, _ in prints}) > 1:
-        lines = "; ".join(f"{v} {rid[:8]}: {fp}" for fp, v, rid in sorted(prints))
-        raise HarnessError(f"the runs validated on different samples (fold fingerprints differ: {lines}); "
-                           "compare runs of one fold on one dataset")
+    """Refuse runs of one fold that validated on different samples: their differences would mean nothing."""
+    records = [r for rs in runs.values() for r in rs]
+    for fold in sorted({r.fold for r in records}):
+        prints = {(r.fold_fp, r.variant, r.run_id) for r in records if r.fold == fold}
+        if len({fp for fp, _, _ in prints}) > 1:
+            lines = "; ".join(f"{v} {rid[:8]}: {fp}" for fp, v, rid in sorted(prints))
+            raise HarnessError(f"the runs of fold {fold} validated on different samples (fold fingerprints differ: "
+                               f"{lines}); compare runs of one dataset")
 
 
-def predictions_frame(records: list[RunRecord]) -> pd.DataFrame:
-    """A variant's runs as compare_stats pools them: one row per (fold, seed, sample)."""
-    return pd.concat([r.predictions[SAMPLE_KEY + ["label"]].assign(
-        pred=r.preds, fold=r.tags.get("harness.fold"), seed=r.seed) for r in records], ignore_index=True)
+def predictions_frame(records: list[RunRecord], epoch: str = "selected") -> pd.DataFrame:
+    """A variant's runs as the statistics pool them: one row per (fold, seed, sample). `epoch`: "selected"
+    (val_predictions.csv, the notebooks' epoch) or "last" (val_predictions_last.csv)."""
+    frames = []
+    for r in records:
+        preds = r.predictions if epoch == "selected" else r.last
+        frames.append(preds[SAMPLE_KEY + ["label"]].assign(pred=preds["prediction"].to_numpy(), fold=r.fold,
+                                                           seed=r.seed))
+    return pd.concat(frames, ignore_index=True)
 
 
 def variant_summary(records: list[RunRecord], pooled: dict) -> dict:
-    """Per variant: the selected epoch's metrics, with bootstrap intervals on its pooled runs."""
+    """Per variant: the selected epoch's metrics, with Jeffreys (recall) and MOVER (BA) intervals on its
+    pooled runs."""
     first, intervals = records[0], pooled["intervals"]
     labels = np.concatenate([r.labels for r in records])
     preds = np.concatenate([r.preds for r in records])
@@ -143,30 +176,3 @@ def variant_summary(records: list[RunRecord], pooled: dict) -> dict:
         "train_seconds": float(np.mean([r.seconds for r in records])),
         "alarms": sorted({name for r in records for name in r.alarms}),
     }
-
-
-def compare(runs: dict[str, list[RunRecord]], order: list[str], baseline: str, seed: int = 0) -> dict:
-    """The whole comparison as plain data (what --json prints); `order` starts with the baseline."""
-    check_shared_samples(runs)
-    frames = {v: predictions_frame(runs[v]) for v in order}
-    others = [v for v in order if v != baseline]
-    results = {v: stats.pooled(frames[baseline], frames[v], seed=seed) for v in others}
-    base = (results[others[0]] if others else stats.pooled(frames[baseline], frames[baseline], seed=seed))["a"]
-    summaries = [variant_summary(runs[baseline], base)] + [variant_summary(runs[v], results[v]["b"]) for v in others]
-    paired_rows = [v for v in others if results[v]["difference"] is not None]
-    adjusted = dict(zip(paired_rows, stats.holm([results[v]["difference"]["p_value"] for v in paired_rows])))
-    rows = []
-    for v in others:
-        d = results[v]["difference"]
-        if d is None:  # seeds do not match: nothing to pair
-            rows.append({"variant": v, "baseline": baseline, "verdict": f"{v} has no run on a seed {baseline} has"})
-            continue
-        rows.append({"variant": v, "baseline": baseline, **d, "p_holm": adjusted[v],
-                     "paired_runs": results[v]["n_paired_runs"],
-                     "verdict": stats.verdict(d, adjusted[v], baseline, v)})
-    first = runs[baseline][0]
-    return {"fold": int(first.tags.get("harness.fold", -1)), "baseline": baseline,
-            "data_fingerprint": first.data_fp, "fold_fingerprint": first.fold_fp,
-            "validation_samples": len(first.predictions),
-            "class_counts": np.bincount(first.labels, minlength=3).tolist(),
-            "variants": summaries, "against_baseline": rows}

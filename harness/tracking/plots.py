@@ -81,7 +81,8 @@ def _interval_bars(ax, x, values: list[dict], width: float, color: str, label: s
 
 
 def recall_intervals(summaries: list[dict], title: str = ""):
-    """Per-class recall (left panel) and BA (right panel) of each variant with their 95% bootstrap intervals."""
+    """Per-class recall (left panel) and BA (right panel) of each variant with their 95% intervals
+    (Jeffreys per recall, MOVER for BA)."""
     fig, (rec, ba) = plt.subplots(1, 2, figsize=(10, 4.8), layout="constrained", gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / max(len(summaries), 1)
     for i, s in enumerate(summaries):

@@ -25,6 +25,9 @@ class CheckpointSelector(Hook):
     The notebooks had no fallback (docs/variants.md §12.12: the final torch.load failed when no epoch
     passed the gate). With `gate_fallback` the best-BA epoch is kept instead and the run is tagged;
     without it the run fails with a clear message, as the notebook did.
+
+    It also keeps the last epoch validated (`last`): the model of a fixed epoch count, which no
+    selection on the validation fold chose, so its figures (last/*) are the fair ones to compare.
     """
 
     def __init__(self, out_dir: Path):
@@ -32,6 +35,7 @@ class CheckpointSelector(Hook):
         self.gated: EpochResult | None = None
         self.best_ba: EpochResult | None = None
         self.selected: EpochResult | None = None
+        self.last: EpochResult | None = None  # the latest epoch validated: after training, the last one
         self.saved_now = False
 
     @property
@@ -40,6 +44,7 @@ class CheckpointSelector(Hook):
 
     def after_validation(self, t: Trainer):
         r, tc = t.result, t.cfg.train
+        self.last = r
         m = r.metrics
         ba = m["balanced_accuracy"]
         passes = min(m["recall/moderate"], m["recall/severe"]) >= tc.gate
@@ -70,11 +75,12 @@ class CheckpointSelector(Hook):
 
     def state_dict(self) -> dict:
         return {name: r.to_state() if r is not None else None
-                for name, r in (("gated", self.gated), ("best_ba", self.best_ba))}
+                for name, r in (("gated", self.gated), ("best_ba", self.best_ba), ("last", self.last))}
 
     def load_state_dict(self, state: dict):
-        self.gated, self.best_ba = (EpochResult.from_state(state[k]) if state[k] is not None else None
-                                    for k in ("gated", "best_ba"))
+        """A checkpoint written before `last` was kept has no "last": it stays None until the next epoch."""
+        self.gated, self.best_ba, self.last = (EpochResult.from_state(state[k]) if state.get(k) is not None else None
+                                               for k in ("gated", "best_ba", "last"))
 
 
 def save_atomic(obj, path: Path) -> None:

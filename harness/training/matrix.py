@@ -4,6 +4,7 @@ children of one parent run (harness.kind=matrix) that holds the aggregates (trai
 Running the same command again continues the matrix: the parent is found by its `harness.matrix`
 id (the variant, every cell's config hash and the data), a cell already FINISHED with the same config
 hash is skipped, and a cell a stop or a crash left unfinished resumes from its last checkpoint.
+With `--workers N` or `--storage URL` the cells go through a queue instead (training.cell_queue).
 """
 from __future__ import annotations
 
@@ -64,31 +65,51 @@ def parent_run(experiment_id: str, mid: str, plans: list[RunPlan]) -> str:
         "harness.data_fingerprint": plans[0].data_fp, "harness.condition": cfg.data.condition})
 
 
-def _eta(started: float, trained: int, remaining: int) -> str:
-    if not trained or not remaining:
+def eta_text(seconds: float | None) -> str:
+    """'; about 3 min left' ('' when unknown)."""
+    if seconds is None:
         return ""
-    seconds = (time.monotonic() - started) / trained * remaining
     return f"; about {seconds / 60:.0f} min left" if seconds >= 60 else f"; about {seconds:.0f} s left"
 
 
-def run_matrix(variant: str, cells: list[tuple[int, int]], data_dir: str | None, profile: str | None,
-               config_file: str | None, sets: dict, console: Console) -> int:
-    """Every cell trained (or skipped, or resumed), one after another in this process, then the
-    parent's aggregates. A stop marks the parent KILLED and says how to go on."""
+def _eta(started: float, trained: int, remaining: int) -> str:
+    if not trained or not remaining:
+        return ""
+    return eta_text((time.monotonic() - started) / trained * remaining)
+
+
+def plan_matrix(variant: str, cells: list[tuple[int, int]], data_dir: str | None, profile: str | None,
+                config_file: str | None, sets: dict, console: Console,
+                check_weights: bool = True) -> tuple[list[RunPlan], str, str]:
+    """Every cell's plan (described once), the experiment and the matrix id; a weights-file mistake is
+    one line here, before any parent run exists."""
     quiet = Console(quiet=True)
     plans = [prepare(variant, fold, data_dir, profile, config_file, sets | {"train.seed": seed},
                      console if i == 0 else quiet) for i, (fold, seed) in enumerate(cells)]
     if len({p.cfg.data.num_folds for p in plans}) != 1:
         raise UsageError("the cells of a matrix must share data.num_folds")
     describe(plans[0], console)
-    # built once here so that a weights-file mistake is one line before the parent run exists
-    plans[0].variant.build_model(plans[0].cfg)
-    exp = experiment(plans[0])
-    mid = matrix_id(plans)
+    if check_weights:
+        plans[0].variant.build_model(plans[0].cfg)
+    return plans, experiment(plans[0]), matrix_id(plans)
+
+
+def nothing_to_train(exp: str, mid: str, plans: list[RunPlan], console: Console) -> bool:
+    """True (and said so) when the parent is FINISHED and every cell has a FINISHED run."""
     done = finished_parent(exp, mid)
     if done and all(finished_cell(exp, plan) for plan in plans):
         console.print(f"matrix {mid}: every cell is FINISHED; its parent run {done} holds the aggregates "
                       "(nothing to train)", highlight=False)
+        return True
+    return False
+
+
+def run_matrix(variant: str, cells: list[tuple[int, int]], data_dir: str | None, profile: str | None,
+               config_file: str | None, sets: dict, console: Console) -> int:
+    """Every cell trained (or skipped, or resumed), one after another in this process, then the
+    parent's aggregates. A stop marks the parent KILLED and says how to go on."""
+    plans, exp, mid = plan_matrix(variant, cells, data_dir, profile, config_file, sets, console)
+    if nothing_to_train(exp, mid, plans, console):
         return 0
     parent = parent_run(exp, mid, plans)
     writer = RunWriter(parent)

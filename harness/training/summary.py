@@ -1,7 +1,11 @@
 """What a run writes once it has trained: its inputs when it starts (params, config, folds), and at
 the end the selected epoch's figures (best/*), TTA, health alarms, val_predictions.csv, plots, the
 selected checkpoint, and a description of the run in words. Epochs are numbered from 1 in
-everything written here, as on the console."""
+everything written here, as on the console.
+
+The selected epoch was chosen on the fold it is scored on, so best/* is optimistic (kept as the
+notebooks had it). Beside it, the last epoch trained (a fixed epoch count, chosen by no selection on
+that fold) is the fair figure to compare: last/* and val_predictions_last.csv."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -13,6 +17,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from harness.core.competition import CLASS_KEYS
+from harness.core.config import Config
 from harness.data.dataset import SliceDataset
 from harness.data.preprocess import preprocess_key
 from harness.metrics.alarms import alarm_tags, health_alarms
@@ -22,7 +27,7 @@ from harness.tracking.attention import attention_figures
 from harness.tracking.writer import RunWriter
 from harness.training.hooks import CheckpointSelector, DeadClassMonitor
 from harness.training.plan import RunPlan, experiment_name, training_class_weights
-from harness.training.trainer import Trainer
+from harness.training.trainer import EpochResult, Trainer
 
 
 def record_inputs(plan: RunPlan, model: torch.nn.Module, writer: RunWriter):
@@ -59,8 +64,10 @@ def finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monito
     numbered from 1 in everything written here, as on the console."""
     cfg, best = plan.cfg, selector.selected
     # every per-epoch val/<name> has its best/<name>: the selected epoch's figure
-    writer.metrics({f"best/{k}": v for k, v in best.metrics.items()}
-                       | {"best/loss": best.val_loss, "best/epoch": best.epoch + 1})
+    writer.metrics(epoch_figures("best", best))
+    last = selector.last  # None only when a run resumed from a checkpoint older than `last` trains no more epoch
+    if last is not None:  # every best/<name> has its last/<name>: the last epoch's figure
+        writer.metrics(epoch_figures("last", last))
     alarms = health_alarms(history, cfg.alarms)
     writer.tags(alarm_tags(alarms))
     writer.tags({"harness.gate_met": str(selector.gate_met).lower(),
@@ -68,6 +75,8 @@ def finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monito
                      "harness.stopped_early": str(trainer.should_stop).lower()})
     tta = _log_tta(plan, trainer, best, common, writer)
     writer.text(selected_predictions(plan, trainer.score, best).to_csv(index=False), "val_predictions.csv")
+    if last is not None:
+        writer.text(selected_predictions(plan, trainer.score, last).to_csv(index=False), "val_predictions_last.csv")
     title = f"{cfg.variant} fold {cfg.fold} (epoch {best.epoch + 1})"
     writer.figure(plots.confusion(confusion(best.labels, best.probs), title), "confusion_matrix.png")
     writer.figure(plots.curves(history, f"{cfg.variant} fold {cfg.fold}"), "training_curves.png")
@@ -82,7 +91,8 @@ def finish(plan: RunPlan, trainer: Trainer, selector: CheckpointSelector, monito
         console.print(f"[yellow]health alarm {name}[/]: {text}")
     summary = selected_summary(plan, trainer, selector, tta)
     writer.tags({"mlflow.note.content": summary})  # the run page's description: the selected epoch first
-    for paragraph in summary.split("\n\n")[:3 if tta is not None else 2]:  # figures, TTA, what the gate means
+    # figures, the fair figure, what the gate means, TTA
+    for paragraph in summary.split("\n\n")[:4 if tta is not None else 3]:
         console.print(paragraph.replace("**", ""), highlight=False)
     _print_where(plan, console, writer)
 
@@ -115,10 +125,17 @@ def _log_tta(plan: RunPlan, trainer: Trainer, best, common: dict, writer: RunWri
     return metrics
 
 
-def selected_predictions(plan: RunPlan, scorer: ValidationScorer, best) -> pd.DataFrame:
+def epoch_figures(prefix: str, r: EpochResult) -> dict[str, float]:
+    """One epoch's figures as the run logs them: every per-epoch metric, its loss and its epoch (from 1)."""
+    return {f"{prefix}/{k}": v for k, v in r.metrics.items()} | {f"{prefix}/loss": r.val_loss,
+                                                                   f"{prefix}/epoch": r.epoch + 1}
+
+
+def selected_predictions(plan: RunPlan, scorer: ValidationScorer, best: EpochResult) -> pd.DataFrame:
     """val_predictions.csv: the selected epoch's probabilities (float64, written to round-trip) for
     every labelled level of the validation studies, the rows the scorer scored. `source` says who
-    predicted a row: 'model', or 'fallback' with the `reason` the model had nothing to look at."""
+    predicted a row: 'model', or 'fallback' with the `reason` the model had nothing to look at.
+    The last epoch's result gives val_predictions_last.csv, the same columns and rows."""
     val, unseen = plan.val_samples, plan.unseen_val_levels
     study_ids, labels, probs = scorer.all_levels(best.labels, best.probs)
     return pd.DataFrame({
@@ -139,6 +156,8 @@ def selected_summary(plan: RunPlan, trainer: Trainer, selector: CheckpointSelect
              f"(recall N {m['recall/normal_mild']:.3f} M {m['recall/moderate']:.3f} S {m['recall/severe']:.3f}), "
              + (f"competition score {m['competition_score_spinal']:.4f}, " if "competition_score_spinal" in m else "")
              + gate]
+    if selector.last is not None:
+        lines.append(fair_epoch(cfg, trainer, best, selector.last))
     lines.append(f"The checkpoint gate (train.gate={cfg.train.gate}): an epoch is kept only when both its Moderate "
                  "and Severe recalls reach the gate and its BA beats every earlier such epoch, the notebooks' rule. "
                  + ("One or more epochs passed it." if selector.gate_met else
@@ -154,3 +173,19 @@ def selected_summary(plan: RunPlan, trainer: Trainer, selector: CheckpointSelect
                  f"train.fallback_prediction={cfg.train.fallback_prediction}. The epoch was selected on this fold, "
                  "so its figures are optimistic.")
     return "\n\n".join(lines)
+
+
+def fair_epoch(cfg: Config, trainer: Trainer, best: EpochResult, last: EpochResult) -> str:
+    """The last epoch's BA beside the selected one's, in words: which is optimistic and which is fair."""
+    ba = lambda r: f"{r.metrics['balanced_accuracy']:.3f}"
+    text = (f"Selected epoch {best.epoch + 1}: BA {ba(best)}, optimistic (selected on this fold). Last epoch "
+            f"{last.epoch + 1}: BA **{ba(last)}**, fixed epoch count, not selected on this fold: the figure to "
+            "compare runs by (last/*, val_predictions_last.csv)"
+            + (", here the same epoch." if last.epoch == best.epoch else "."))
+    # stopped before train.epochs (harness.stopped_early; a stop on the final epoch shortens nothing)
+    if trainer.should_stop and last.epoch + 1 < cfg.train.epochs:
+        text += (f" The run stopped early, at epoch {last.epoch + 1} of {cfg.train.epochs} (early stopping, "
+                 f"train.patience={cfg.train.patience}, or a pruned tuning trial), and that stop epoch was itself "
+                 "chosen by reading this fold's BA: the last-epoch figure is fair only when early stopping does not "
+                 f"trigger (train.patience >= train.epochs, here {cfg.train.epochs}, disables it; 0 does not).")
+    return text

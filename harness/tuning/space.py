@@ -68,8 +68,8 @@ class StudySpec:
     """Study name, also the MLflow parent run name."""
     variant: str
     """Registered variant every trial runs."""
-    fold: int
-    """Validation fold of every trial."""
+    folds: tuple[int, ...]
+    """Validation folds of every trial, trained in this order (one fold: the spec's `fold`)."""
     metric: str
     """Objective: a metric as `harness run` logs it (best/balanced_accuracy)."""
     direction: str
@@ -90,6 +90,11 @@ class StudySpec:
     """Dotted overrides applied to every trial (`key[i]` entries resolved to whole tuples, lists as tuples)."""
     space: tuple[ParamSpec, ...]
     """Search space, in spec order (the order of Optuna's suggestions)."""
+
+    @property
+    def fold(self) -> int:
+        """The first fold (the only one of a one-fold study): the fold a config is built with."""
+        return self.folds[0]
 
 
 # ----------------------------------------------------------------------------- keys and overrides
@@ -195,12 +200,14 @@ def _construct(cls: type, kwargs: Mapping[str, Any], where: str):
 
 def reproduce_command(spec: StudySpec, params: Mapping[str, Any], profile: str, data_dir: str | None = None,
                       sets: Mapping[str, Any] | None = None) -> str:
-    """The `harness run` command line that trains the trial with these parameters again; `sets` are
-    extra overrides the study ran with (the tune command's --set), applied after `fixed`."""
+    """The `harness run` command line that trains the trial with these parameters again (on every fold
+    of the study: `--fold 0,1,2` is a matrix of runs); `sets` are extra overrides the study ran with
+    (the tune command's --set), applied after `fixed`."""
     given = {**spec.fixed, **(sets or {})}
     base = build_config(get_variant(spec.variant), spec.fold, profile, None, given, data_dir)
     overrides = {**given, **to_overrides(params, base, spec.source)}
-    words = ["harness", "run", spec.variant, "--fold", str(spec.fold), "--profile", profile]
+    folds = ",".join(map(str, spec.folds))  # several folds: `harness run` trains them as a matrix
+    words = ["harness", "run", spec.variant, "--fold", folds, "--profile", profile]
     if data_dir:
         words += ["--data-dir", data_dir]
     for key, value in overrides.items():

@@ -9,6 +9,12 @@ Two stages, because some config checks depend on the profile (smoke scales train
 - `check_spec(spec, base)` checks the rest against the config the study runs from (variant defaults,
   profile, --set): every bound and choice passes the config's own checks, trial 0's defaults lie
   inside the space. The engine calls it before the first trial.
+
+Folds: `fold: N` (default 0) tunes on one fold, exactly as before `folds` existed; `folds: [0, 1, 2]`
+or `folds: all` (every fold of data.num_folds) tunes on several, the objective being the mean over
+them (`folds: [N]` is `fold: N`). Giving both keys is refused. With several folds a pruning step is a
+fold, not an epoch (harness.tuning.objective says why), so a median/percentile/threshold pruner's
+n_warmup_steps must leave a fold to prune at: at most the number of folds - 2.
 """
 from __future__ import annotations
 
@@ -37,13 +43,15 @@ from harness.tuning.space import (
     to_overrides,
 )
 
-TOP_KEYS = ("name", "variant", "fold", "objective", "trials", "timeout", "sampler", "pruner", "fixed", "space")
+TOP_KEYS = ("name", "variant", "fold", "folds", "objective", "trials", "timeout", "sampler", "pruner", "fixed", "space")
 OBJECTIVE_KEYS = ("metric", "direction")
 DIRECTIONS = ("maximize", "minimize")
 PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low", "high", "log", "step"),
               "categorical": ("type", "choices")}
 # Set by the spec's own fields or the command line; a `fixed`/`space` entry for them would contradict those.
 RUN_KEYS = ("variant", "fold", "profile", "data_dir")
+# Pruners whose n_warmup_steps counts steps; with several folds a step is a fold (harness.tuning.objective).
+WARMUP_PRUNERS = ("median", "percentile", "threshold")
 
 
 # ----------------------------------------------------------------------------- loading and validation
@@ -71,10 +79,9 @@ def spec_from_dict(d: Any, source: str) -> StudySpec:
         variant = get_variant(d["variant"])
     except UsageError as exc:
         raise UsageError(f"{source}: variant: {exc}") from None
-    fold = d.get("fold", 0)
-    if isinstance(fold, bool) or not isinstance(fold, int):
-        raise UsageError(f"{source}: fold expects an integer, got {fold!r}")
-    defaults = apply_at(variant.defaults(), {"fold": fold}, f"{source}: fold")
+    folds, fold_key = _fold_list(d, source), "folds" if "folds" in d else "fold"
+    # folds None: `folds: all`, known once fixed is (it may set data.num_folds)
+    defaults = apply_at(variant.defaults(), {"fold": folds[0] if folds else 0}, f"{source}: {fold_key}")
 
     metric, direction = _objective(d.get("objective", {}), source)
     trials = d.get("trials", 20)
@@ -87,8 +94,13 @@ def spec_from_dict(d: Any, source: str) -> StudySpec:
     pruner, pruner_kwargs = _component(d.get("pruner", {"name": "median"}), "pruner", PRUNERS, source)
 
     fixed = _fixed(d.get("fixed") or {}, defaults, source)
+    if folds is None:
+        folds = tuple(range(fixed.get("data.num_folds", defaults.data.num_folds)))
+    for fold in folds:
+        apply_at(defaults, {"fold": fold}, f"{source}: {fold_key}")
     space = _space(d.get("space"), fixed, defaults, source)
-    spec = StudySpec(source=source, name=d["name"], variant=d["variant"], fold=fold, metric=metric,
+    _check_warmup(pruner, pruner_kwargs, folds, source)
+    spec = StudySpec(source=source, name=d["name"], variant=d["variant"], folds=folds, metric=metric,
                      direction=direction, trials=trials, timeout=timeout, sampler=sampler,
                      sampler_kwargs=sampler_kwargs, pruner=pruner, pruner_kwargs=pruner_kwargs,
                      fixed=fixed, space=space)
@@ -100,11 +112,45 @@ def check_spec(spec: StudySpec, base: Config) -> dict[str, Any]:
     """The checks that depend on the run config (`base`: defaults, profile, --set); returns trial 0's
     parameters. One-line UsageError naming the file and key otherwise."""
     cfg = apply_at(base, spec.fixed, f"{spec.source}: fixed")
+    for fold in spec.folds:  # e.g. --set data.num_folds=3 leaves fold 4 out
+        apply_at(cfg, {"fold": fold}, f"{spec.source}: {'fold' if len(spec.folds) == 1 else 'folds'}")
     for p in spec.space:
         where = f"{spec.source}: space {p.key}"
         for value in p.choices or (p.low, p.high):  # the config's own checks see every bound and choice
             apply_at(cfg, to_overrides({p.key: value}, cfg, where), where)
     return default_params(spec, base)
+
+
+def _fold_list(d: Mapping, source: str) -> tuple[int, ...] | None:
+    """`fold: N` (one fold, as before `folds` existed) or `folds: [0, 1, 2]` / `folds: all` (None)."""
+    if "fold" in d and "folds" in d:
+        raise UsageError(f"{source}: fold and folds: give one (fold: 0 tunes on one fold; folds: [0, 1, 2] or "
+                         "folds: all on several)")
+    if "folds" not in d:
+        fold = d.get("fold", 0)
+        if isinstance(fold, bool) or not isinstance(fold, int):
+            raise UsageError(f"{source}: fold expects an integer, got {fold!r}")
+        return (fold,)
+    folds = d["folds"]
+    if folds == "all":
+        return None
+    if (not isinstance(folds, list) or not folds
+            or any(isinstance(f, bool) or not isinstance(f, int) for f in folds)):
+        raise UsageError(f"{source}: folds expects a non-empty list of fold indices or 'all', got {folds!r} "
+                         "(one fold: fold: N)")
+    if len(set(folds)) != len(folds):
+        raise UsageError(f"{source}: folds names a fold twice: {folds}")
+    return tuple(folds)
+
+
+def _check_warmup(pruner: str, kwargs: Mapping[str, Any], folds: tuple[int, ...], source: str):
+    """With several folds a pruning step is a fold and the last fold is never pruned, so a warm-up
+    meant in epochs (n_warmup_steps: 3 of the one-fold studies) would silently never prune."""
+    warmup = kwargs.get("n_warmup_steps", 0)
+    if len(folds) > 1 and pruner in WARMUP_PRUNERS and isinstance(warmup, int) and warmup > len(folds) - 2:
+        raise UsageError(f"{source}: pruner {pruner}: n_warmup_steps {warmup} never prunes a trial on "
+                         f"{len(folds)} folds: with several folds a step is a fold (0 = after the first) and "
+                         f"the last fold is never pruned; use 0-{len(folds) - 2}, or pruner: none")
 
 
 def _refuse_unknown(d: Mapping, allowed, source: str, what: str):
@@ -232,7 +278,7 @@ def _param(key: Any, entry: Any, defaults: Config, where: str) -> ParamSpec:
 def _refuse_run_key(config_key: str, where: str):
     if config_key in RUN_KEYS:
         raise UsageError(f"{where}: {config_key} cannot be set here; it comes from the spec's own "
-                         "'variant'/'fold' or from the command line")
+                         "'variant'/'fold'/'folds' or from the command line")
 
 
 def _number(value: Any, where: str, integer: bool) -> float | int:

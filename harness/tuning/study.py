@@ -1,5 +1,6 @@
 """`harness tune`: an Optuna study over config keys, every trial a `harness run` on the shared trainer
-and a child MLflow run of the study's parent run (README "Tuning (Optuna)").
+(one per fold of the spec, harness.tuning.objective) and a child MLflow run of the study's parent run
+(README "Tuning (Optuna)").
 
 Storage is a journal file beside the spec (several local worker processes) or any SQLAlchemy URL
 (PostgreSQL for many machines). Re-running the same command resumes up to the requested number of
@@ -10,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import subprocess
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -23,33 +22,18 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from rich.console import Console
 
-from harness.core.errors import UsageError, one_line
-from harness.core.registry import get_variant
-from harness.core.run_config import build_config
+from harness.core.errors import UsageError
 from harness.tracking import store
 from harness.tracking.writer import RunWriter
-from harness.training.execute import execute, experiment
-from harness.training.plan import prepare, resolve_data
-from harness.training.trainer import Hook, Trainer
-from harness.tuning.space import StudySpec, build_pruner, build_sampler, reproduce_command, suggest, to_overrides
+from harness.training.execute import experiment
+from harness.training.plan import prepare
+from harness.tuning.objective import TuneArgs, base_config, make_objective, trial_sets
+from harness.tuning.space import StudySpec, build_pruner, build_sampler, reproduce_command
 from harness.tuning.spec import check_spec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_S = 30  # RDB storage: a trial silent for GRACE_S is failed by the next worker that looks
 GRACE_S = 90
-
-
-@dataclass
-class TuneArgs:
-    """What the command line adds to the spec."""
-
-    trials: int
-    storage: str | None = None
-    workers: int = 1
-    data_dir: str | None = None
-    profile: str | None = None
-    sets: dict = field(default_factory=dict)
-    raw_sets: list[str] = field(default_factory=list)  # as typed, passed on to worker processes
 
 
 def spec_path(spec: StudySpec) -> Path:
@@ -78,74 +62,19 @@ def open_study(spec: StudySpec, storage, worker: int = 0) -> optuna.Study:
                                pruner=build_pruner(spec), direction=spec.direction, load_if_exists=True)
 
 
-class PruningReporter(Hook):
-    """Reports each epoch's validation BA to the trial; asks the trainer to stop when Optuna prunes."""
-
-    def __init__(self, trial: optuna.Trial):
-        self.trial, self.pruned = trial, False
-
-    def after_validation(self, t: Trainer):
-        self.trial.report(t.result.metrics["balanced_accuracy"], t.epoch + 1)  # step = epoch number
-        if self.trial.should_prune():
-            self.pruned, t.should_stop = True, True
-
-
-def _base_config(spec: StudySpec, args: TuneArgs, console: Console):
-    root, source = resolve_data(args.data_dir, console)
-    profile = args.profile or ("smoke" if source == "demo" else "full")
-    sets = dict(spec.fixed) | args.sets
-    return build_config(get_variant(spec.variant), spec.fold, profile, None, sets, str(root)), profile
+def folds_text(trial: optuna.trial.FrozenTrial, spec: StudySpec) -> str:
+    """A several-fold trial's folds: ' (folds 0: 0.6012, 1: 0.5873; not trained: 2; mean 0.5943)'."""
+    values = trial.user_attrs.get("fold_values")
+    if not values or len(spec.folds) < 2:
+        return ""
+    done = ", ".join(f"{f}: {v:.4f}" for f, v in values.items())
+    rest = [str(f) for f in spec.folds if str(f) not in values]
+    rest = f"; not trained: {', '.join(rest)}" if rest else ""
+    return f" (folds {done}{rest}; mean {trial.user_attrs['fold_mean']:.4f})"
 
 
-def trial_sets(spec: StudySpec, args: TuneArgs, params: dict, base) -> dict:
-    """The --set overrides of one trial: the spec's fixed keys, the command's --set, the trial's values."""
-    return dict(spec.fixed) | args.sets | to_overrides(params, base)
-
-
-def make_objective(spec: StudySpec, args: TuneArgs, parent_id: str, console: Console):
-    base, profile = _base_config(spec, args, console)
-
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, spec)
-        console.print(f"[bold]trial {trial.number}[/] {params}")
-        reporter = PruningReporter(trial)
-        tags = {"mlflow.parentRunId": parent_id, "harness.kind": "trial", "harness.study": spec.name,
-                "harness.trial": str(trial.number)}
-        try:
-            plan = prepare(spec.variant, spec.fold, args.data_dir, profile, None, trial_sets(spec, args, params, base),
-                           console)
-            # trials restart, never resume
-            outcome = execute(plan, console, hooks=[reporter], tags=tags, resumable=False)
-        except Exception as exc:  # recorded as a failed trial with its reason; the study goes on
-            trial.set_user_attr("fail_reason", one_line(exc))
-            raise
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run is KILLED; the trial runs again on resume
-            trial.set_user_attr("fail_reason", "stopped by a signal; queued to run again")
-            objective.stopped.append(params)
-            _tag_killed_trial_run(parent_id, spec.name, trial.number)
-            raise
-        trial.set_user_attr("mlflow_run_id", outcome.run_id)
-        trial.set_user_attr("epochs", outcome.epochs)
-        state = "PRUNED" if reporter.pruned else "COMPLETE"
-        RunWriter(outcome.run_id).tags({"harness.trial_state": state})
-        if reporter.pruned:
-            raise optuna.TrialPruned(f"pruned after epoch {outcome.epochs}")
-        value = outcome.metrics.get(spec.metric.removeprefix("best/"), math.nan)
-        return value
-
-    objective.stopped = []  # parameters of the trials a stop ended, to enqueue again
-    return objective
-
-
-def _tag_killed_trial_run(parent_id: str, study: str, number: int) -> None:
-    experiment = store.find_run(parent_id).info.experiment_id
-    query = f"tags.`harness.study` = '{study}' and tags.`harness.trial` = '{number}'"
-    for run in store.search_runs([experiment], query):
-        RunWriter(run.info.run_id).tags({"harness.trial_state": "KILLED"})
-
-
-def progress_line(console: Console):
-    """After each trial: its state and value, and the study's totals and best so far."""
+def progress_line(console: Console, spec: StudySpec):
+    """After each trial: its state and value (and its folds'), and the study's totals and best so far."""
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial):
         trials = study.get_trials(deepcopy=False)
         count = lambda s: sum(t.state == s for t in trials)
@@ -155,7 +84,8 @@ def progress_line(console: Console):
             best = "no complete trial yet"
         value = f" {trial.value:.4f}" if trial.value is not None else ""
         reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
-        console.print(f"trial {trial.number} {trial.state.name}{value}{reason} | done {count(TrialState.COMPLETE)}, "
+        console.print(f"trial {trial.number} {trial.state.name}{value}{reason}{folds_text(trial, spec)} | "
+                      f"done {count(TrialState.COMPLETE)}, "
                       f"pruned {count(TrialState.PRUNED)}, failed {count(TrialState.FAIL)} | {best}")
     return callback
 
@@ -177,9 +107,11 @@ def parent_run(spec: StudySpec, study: optuna.Study, experiment_id: str) -> str:
     """The study's MLflow parent run, created once and remembered in the study's user attributes."""
     if "mlflow_parent_run_id" in study.user_attrs:
         return study.user_attrs["mlflow_parent_run_id"]
+    folds = ({"harness.fold": str(spec.fold)} if len(spec.folds) == 1 else
+             {"harness.folds": ",".join(map(str, spec.folds))})
     run_id = store.create_run(experiment_id, f"study-{spec.name}",
-                              {"harness.kind": "study", "harness.study": spec.name,
-                               "harness.variant": spec.variant, "harness.fold": str(spec.fold)})
+                              {"harness.kind": "study", "harness.study": spec.name, "harness.variant": spec.variant}
+                              | folds)
     RunWriter(run_id).text(spec_path(spec).read_text(), "study.yaml")
     study.set_user_attr("mlflow_parent_run_id", run_id)
     return run_id
@@ -194,7 +126,7 @@ def run_worker(spec: StudySpec, args: TuneArgs, n_trials: int, console: Console,
     try:
         with _quiet_interrupts():
             study.optimize(objective, n_trials=n_trials, timeout=spec.timeout, catch=(Exception,),
-                           callbacks=[progress_line(console)], gc_after_trial=True)
+                           callbacks=[progress_line(console, spec)], gc_after_trial=True)
     except KeyboardInterrupt:
         for params in objective.stopped:
             study.enqueue_trial(params, skip_if_exists=False)
@@ -250,7 +182,7 @@ def tune(spec: StudySpec, args: TuneArgs, console: Console) -> optuna.Study:
     """Set the study up (or resume it), run the workers, then summarise on the parent run."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store.ensure_store()
-    base, profile = _base_config(spec, args, console)
+    base, profile = base_config(spec, args, console)
     defaults = check_spec(spec, base)  # the spec against this profile's config; trial 0's parameters
     plan = prepare(spec.variant, spec.fold, args.data_dir, profile, None, trial_sets(spec, args, defaults, base),
                    console)  # every user mistake surfaces here, once, before any trial
@@ -266,7 +198,8 @@ def tune(spec: StudySpec, args: TuneArgs, console: Console) -> optuna.Study:
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = max(0, args.trials - done)
     where = args.storage or journal_path(spec)
-    console.print(f"study [bold]{spec.name}[/] in {where}: {done} trial(s) finished, {remaining} to run "
+    on = f" on folds {', '.join(map(str, spec.folds))}" if len(spec.folds) > 1 else ""
+    console.print(f"study [bold]{spec.name}[/]{on} in {where}: {done} trial(s) finished, {remaining} to run "
                   f"on {min(args.workers, max(remaining, 1))} worker(s); parent MLflow run {parent_id}")
     parts = shares(remaining, args.workers)
     try:
@@ -317,7 +250,13 @@ def summarise(spec: StudySpec, study: optuna.Study, parent_id: str, profile: str
     command = reproduce_command(spec, best.params, profile, data_dir, sets)
     parent.metrics({f"best/{spec.metric.removeprefix('best/')}": best.value})
     parent.tags({"harness.best_trial": str(best.number), "harness.reproduce": command})
-    parent.dict({"best_trial": best.number, "best_value": best.value, "best_params": best.params}, "best.json")
+    summary = {"best_trial": best.number, "best_value": best.value, "best_params": best.params}
+    if len(spec.folds) > 1:  # the mean's parts: each fold's value and training run
+        summary |= {"folds": list(spec.folds), "fold_values": best.user_attrs.get("fold_values", {}),
+                    "fold_run_ids": best.user_attrs.get("fold_run_ids", {})}
+        parent.metrics({f"best/fold{f}/{spec.metric.removeprefix('best/')}": v
+                        for f, v in summary["fold_values"].items()})
+    parent.dict(summary, "best.json")
     importances = {}
     if len(complete) > 1 and study.trials[0].params:
         try:
@@ -328,10 +267,11 @@ def summarise(spec: StudySpec, study: optuna.Study, parent_id: str, profile: str
         parent.dict(importances, "param_importances.json")
     _log_plots(parent, study, bool(importances))
     parent.end()
-    console.print(f"best trial {best.number}: {spec.metric} {best.value:.4f} with {best.params}")
+    console.print(f"best trial {best.number}: {spec.metric} {best.value:.4f}{folds_text(best, spec)} "
+                  f"with {best.params}")
     if importances:
         console.print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
-    console.print(f"reproduce it: {command}")
+    console.print(f"reproduce it: {command}", markup=False)  # `data.tta=[none]` is no markup tag
 
 
 def _log_plots(parent: RunWriter, study: optuna.Study, with_importance: bool):
