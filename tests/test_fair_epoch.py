@@ -9,21 +9,17 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import harness_cli
 from mlflow import MlflowClient
 from rich.console import Console
-from test_resume import _client, _StopAt
+from test_resume import _client
+from test_resume import _fit as resume_fit
 
 from harness.core.competition import CLASS_KEYS
-from harness.losses import build_loss
 from harness.metrics.classification import classification_metrics
 from harness.training import matrix_summary, resume
-from harness.training.hooks import BackboneFreeze, CheckpointSelector, EarlyStopping
-from harness.training.loaders import data_source, loaders
-from harness.training.plan import prepare, training_class_weights
-from harness.training.rng import seed_everything
-from harness.training.trainer import Trainer
+from harness.training.hooks import CheckpointSelector
+from harness.training.plan import prepare
 
 FOLD = 3  # the small demo's fold with Moderate and Severe in validation
 EPOCHS = 4
@@ -112,24 +108,8 @@ def test_an_early_stop_is_named_in_the_description(demo_root, tmp_path):
 
 # ---------------------------------------------------------------- resume carries the last result
 def _fit(plan, ckpt: Path, stop_at=None, state=None) -> CheckpointSelector:
-    cfg = plan.cfg
-    seed_everything(cfg.train.seed)
-    model = plan.variant.build_model(cfg)
-    train, val, _ = loaders(plan, torch.device("cpu"), data_source(plan, Console(file=io.StringIO()),
-                                                                   ckpt.parent / "u"))
-    selector = CheckpointSelector(ckpt.parent)
-    hooks = [BackboneFreeze(), selector, EarlyStopping(),
-             resume.EpochCheckpoint(ckpt, resume.identity(cfg, "x", plan.data_fp)),
-             *([_StopAt(*stop_at)] if stop_at else [])]
-    t = Trainer(cfg, model, build_loss(cfg.loss, training_class_weights(plan)), plan.variant.predict, train, val,
-                hooks, score=plan.scorer())
-    if state:
-        resume.restore(t, state)
-    try:
-        t.fit()
-    except KeyboardInterrupt:
-        pass
-    return selector
+    """test_resume's in-process training, scored as a run is; its selector."""
+    return resume_fit(plan, ckpt, stop_at, state, scored=True)[1]
 
 
 def _same(a, b):

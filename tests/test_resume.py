@@ -260,7 +260,10 @@ class _StopAt(Hook):
             t.request_stop(KeyboardInterrupt())
 
 
-def _fit(plan, ckpt: Path, stop_at: tuple[int, int] | None = None, state: dict | None = None):
+def _fit(plan, ckpt: Path, stop_at: tuple[int, int] | None = None, state: dict | None = None,
+         scored: bool = False):
+    """Train in process with the run's hooks and a checkpoint each epoch; `scored`: with the run's
+    competition scorer, as `harness run` trains."""
     cfg = plan.cfg
     seed_everything(cfg.train.seed)
     model = plan.variant.build_model(cfg)
@@ -271,7 +274,8 @@ def _fit(plan, ckpt: Path, stop_at: tuple[int, int] | None = None, state: dict |
              resume.EpochCheckpoint(ckpt, resume.identity(cfg, "x", plan.data_fp))]
     if stop_at:
         hooks.append(_StopAt(*stop_at))
-    t = Trainer(cfg, model, build_loss(cfg.loss, training_class_weights(plan)), plan.variant.predict, train, val, hooks)
+    t = Trainer(cfg, model, build_loss(cfg.loss, training_class_weights(plan)), plan.variant.predict, train, val, hooks,
+                **({"score": plan.scorer()} if scored else {}))
     if state:
         resume.restore(t, state)
     try:
