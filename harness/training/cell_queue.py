@@ -189,12 +189,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _cells_left(queue: Queue, trials: list[FrozenTrial]) -> bool:
+    """Some cell is not COMPLETE yet (so the aggregates trial must wait)."""
+    complete = {step(t) for t in trials if t.state == TrialState.COMPLETE}
+    return any(key not in complete for key in queue.keys)
+
+
 def claim(queue: Queue) -> FrozenTrial | None:
     """The first WAITING trial this worker moves to RUNNING (the aggregates only once every cell is
     COMPLETE), with its first heartbeat; None when there is none to take."""
     trials = queue.trials()
-    complete = {step(t) for t in trials if t.state == TrialState.COMPLETE}
-    cells_left = any(key not in complete for key in queue.keys)
+    cells_left = _cells_left(queue, trials)
     for t in trials:
         if t.state != TrialState.WAITING or (step(t) == SUMMARY and cells_left):
             continue
@@ -233,8 +238,7 @@ def fail_stale(queue: Queue) -> None:
 def pending(queue: Queue) -> tuple[bool, int]:
     """From one look at the queue: is a step there to take now, and how many run."""
     trials = queue.trials()
-    complete = {step(t) for t in trials if t.state == TrialState.COMPLETE}
-    cells_left = any(key not in complete for key in queue.keys)
+    cells_left = _cells_left(queue, trials)
     takeable = any(t.state == TrialState.WAITING and not (step(t) == SUMMARY and cells_left) for t in trials)
     return takeable, sum(t.state == TrialState.RUNNING for t in trials)
 
