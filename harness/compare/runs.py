@@ -66,13 +66,6 @@ class RunRecord:
                                         rows[list(CLASS_KEYS)].to_numpy(np.float64))
 
 
-def _predictions(run_id: str, name: str) -> pd.DataFrame | None:
-    try:
-        return pd.read_csv(reader.artifact(run_id, name), keep_default_na=False)
-    except Exception:  # noqa: BLE001 - any failure means the run has no such predictions
-        return None
-
-
 def _model_rows(preds: pd.DataFrame) -> pd.Series:
     # runs before the fallback rows existed have no `source` column: every row is the model's
     return preds["source"].eq("model") if "source" in preds else pd.Series(True, index=preds.index)
@@ -81,10 +74,10 @@ def _model_rows(preds: pd.DataFrame) -> pd.Series:
 def load_run(run) -> RunRecord:
     """Predictions (selected epoch, and last epoch where written), metric history, tags and timing of one run."""
     rid, tags = run.info.run_id, run.data.tags
-    preds = _predictions(rid, "val_predictions.csv")
+    preds = reader.csv_artifact(rid, "val_predictions.csv")
     if preds is None:
         raise HarnessError(f"run {rid} ({tags.get('harness.variant')}) has no val_predictions.csv artifact")
-    last = _predictions(rid, "val_predictions_last.csv")
+    last = reader.csv_artifact(rid, "val_predictions_last.csv")
     history = pd.DataFrame({
         key: pd.Series(reader.metric_history(rid, f"val/{key}"))
         for key in ("balanced_accuracy", *(f"recall/{c}" for c in CLASS_KEYS))}).sort_index()

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.tracking.store import find_run, tracking_uri
 
-__all__ = ["finished_runs", "artifact", "metric_history", "find_run", "tracking_uri"]
+__all__ = ["finished_runs", "artifact", "csv_artifact", "metric_history", "find_run", "tracking_uri"]
 
 
 def finished_runs(variant: str, fold: int) -> list:
@@ -28,6 +28,17 @@ def artifact(run_id: str, path: str) -> Path:
     """A local copy of one of the run's artifacts (raises when it has none of that name)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per artifact is noise
     return Path(MlflowClient().download_artifacts(run_id, path))
+
+
+def csv_artifact(run_id: str, path: str):
+    """One of the run's CSV artifacts as a DataFrame (empty cells stay ""), or None where it has none."""
+    import pandas as pd
+
+    try:
+        local = artifact(run_id, path)
+    except Exception:  # noqa: BLE001 - MLflow's error for a missing artifact differs by store; any means none
+        return None
+    return pd.read_csv(local, keep_default_na=False)
 
 
 def metric_history(run_id: str, key: str) -> dict[int, float]:

@@ -25,15 +25,6 @@ CELL_METRICS = ("balanced_accuracy", *(f"recall/{c}" for c in CLASS_KEYS), "comp
 LAST_PREDICTIONS = "val_predictions_last.csv"  # a run's last epoch (harness.training.summary)
 
 
-def _predictions(run_id: str, name: str) -> pd.DataFrame | None:
-    """One of the run's prediction files, or None where the run has none of that name."""
-    try:
-        path = reader.artifact(run_id, name)
-    except Exception:  # noqa: BLE001 - MLflow's error for a missing artifact differs by store; any means none
-        return None
-    return pd.read_csv(path, keep_default_na=False)
-
-
 def cell_table(plans: list[RunPlan], run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
     """One row per cell (fold, seed, run_id, its best/* figures, then its last/* ones as last_<name>),
     every cell's val_predictions.csv rows with their fold and seed, the same of every cell's
@@ -47,7 +38,7 @@ def cell_table(plans: list[RunPlan], run_ids: list[str]) -> tuple[pd.DataFrame, 
                      **{f"last_{k}": run.data.metrics.get(f"last/{k}", np.nan) for k in CELL_METRICS}})
         preds = pd.read_csv(reader.artifact(run_id, "val_predictions.csv"), keep_default_na=False)
         predictions.append(preds.assign(fold=fold, seed=seed, run_id=run_id))
-        preds = _predictions(run_id, LAST_PREDICTIONS)
+        preds = reader.csv_artifact(run_id, LAST_PREDICTIONS)
         last.append(None if preds is None else preds.assign(fold=fold, seed=seed, run_id=run_id))
     found = [p for p in last if p is not None]
     fair = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
