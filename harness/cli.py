@@ -1,4 +1,4 @@
-"""The `harness` command: run, compare, tune, variants, data, ui.
+"""The `harness` command: run, config, compare, diff, ablate, tune, variants, data, ui.
 
 User mistakes (HarnessError) print one line and exit with their code; nothing else is caught, so a
 real bug still shows its traceback.
@@ -12,6 +12,7 @@ import sys
 
 from rich.console import Console
 
+from harness import cli_ablate
 from harness.core.competition import CONDITIONS  # constants only: costs nothing at start-up
 from harness.core.errors import HarnessError, UsageError
 
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL",
                      help="SQLAlchemy URL (e.g. postgresql://...) of a queue the matrix's workers share: the same "
                           "command on several machines trains each cell once; a lost worker's cell is retried")
+    run.add_argument("--take", metavar="VARIANT:FACTORS",
+                     help="train the variant with another's factors, e.g. --take v9:loss,sampling (`harness diff` "
+                          "names the factors); the run is the mix VARIANT+v9:sampling,loss")
     run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     run.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
 
@@ -80,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                                                             "(counting up from the variant's train.seed; default 1)")
     cmp.add_argument("--plan", action="store_true", help="say what these folds x seeds can resolve (the minimum "
                                                          "detectable BA difference), before anything trains")
+
+    cli_ablate.add_parsers(sub)
 
     tune = sub.add_parser("tune", help="an Optuna study over config keys, every trial a tracked run")
     tune.add_argument("spec", help="study spec (YAML), e.g. studies/v9_class_weights.yaml")
@@ -172,6 +178,12 @@ def check_run_arguments(args, sets: dict) -> list[tuple[int, int]]:
 
 
 def cmd_run(args, console: Console) -> int:
+    if args.take:  # the run is the mix: a variant of its own name, checked like any other (harness.core.mixing)
+        from harness.core.mixing import mix_name, parse_take
+        from harness.core.registry import get_variant
+
+        donor, factors = parse_take(args.take)
+        args.variant = get_variant(mix_name(args.variant, donor, factors)).name
     sets = _run_sets(args)
     cells = check_run_arguments(args, sets)
     if len(cells) > 1 and (args.storage or (args.workers or 1) > 1):
@@ -330,8 +342,9 @@ def cmd_ui(args, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "config": cmd_config, "compare": cmd_compare, "tune": cmd_tune,
-            "variants": cmd_variants, "data": cmd_data, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "config": cmd_config, "compare": cmd_compare, "diff": cli_ablate.cmd_diff,
+            "ablate": cli_ablate.cmd_ablate, "tune": cmd_tune, "variants": cmd_variants, "data": cmd_data,
+            "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,14 +25,16 @@ def check_compare_arguments(args) -> list[int]:
 
     if not args.variants and not args.runs:
         raise UsageError("compare: name at least two variants (e.g. v4 v8 v9) or --runs RUN_ID ...")
+    # an unknown name is a one-line error before anything is read; a mix's factors take their declared order
+    args.variants = [get_variant(name).name for name in args.variants]
+    if args.baseline:
+        args.baseline = get_variant(args.baseline).name
     twice = sorted({v for v in args.variants if args.variants.count(v) > 1})
     if twice:
         raise UsageError(f"compare: {', '.join(twice)} named twice; name each variant once (two runs of one "
                          "variant: --runs RUN_ID RUN_ID)")
     if len(args.variants) == 1 and not args.runs:
         raise UsageError(f"compare: {args.variants[0]} alone; name at least two variants")
-    for name in args.variants:
-        get_variant(name)  # an unknown name is a one-line error before anything is read
     if args.baseline and args.variants and args.baseline not in args.variants:
         raise UsageError(f"--baseline {args.baseline}: not among the compared variants ({', '.join(args.variants)})")
     if args.seeds is not None and args.seeds < 1:

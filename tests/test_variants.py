@@ -56,6 +56,9 @@ def test_forward_backward_on_the_smoke_profile(demo_root, name):
     batch = _batch(demo_root, cfg)
     out = model(batch["image"], batch["level"])
     assert out["logits"].shape == (4, 3)
+    # the outputs a mix checks its loss and prediction rule against (harness.core.mixing) are the model's
+    assert set(variant.outputs) <= set(out)
+    assert {"binary", "severity", "ordinal"} & set(out) <= set(variant.outputs)
     terms = build_loss(cfg.loss, (1.0, 2.0, 3.0))(out, batch)
     loss = sum(terms.values())
     assert torch.isfinite(loss) and loss > 0

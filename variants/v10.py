@@ -10,7 +10,7 @@ from variants.v4 import v4_config
 
 
 @register_variant("v10", "v4's model and data + focal alpha [1,2,4], grad clip 1.0, LR floor 1e-6, dead-class "
-                  "warning", build_model=build_v4_model)
+                  "warning", build_model=build_v4_model, outputs=("logits", "binary", "severity"))
 def v10() -> Config:
     cfg = v4_config("v10")
     return dataclasses.replace(

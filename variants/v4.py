@@ -44,6 +44,7 @@ def build_model(cfg: Config):
 
 
 @register_variant("v4", "BiLSTM 2x256 + self-attention + mean, level concat 64, aux heads; focal g2.5 LS0.1 "
-                  "1/sqrt(n) weights; progressive oversampling", build_model=build_model)
+                  "1/sqrt(n) weights; progressive oversampling", build_model=build_model,
+                  outputs=("logits", "binary", "severity"))
 def v4() -> Config:
     return v4_config()

@@ -25,7 +25,7 @@ def build_model(cfg: Config):
 
 @register_variant("v6", "v5 trunk + CORAL head (+0.6 CE); frame dropout 0.15; CoarseDropout aug; weighted "
                   "sampler; mixup", build_model=build_model,
-                  predict="harness.models.predictions:coral_probs")
+                  predict="harness.models.predictions:coral_probs", outputs=("logits", "ordinal"))
 def v6() -> Config:
     cfg = v5_config("v6")
     return dataclasses.replace(

@@ -26,7 +26,7 @@ def build_model(cfg: Config):
 
 @register_variant("v7", "2.5D: 7 slices as channels, 7-ch stem + EffNetV2-S, FiLM, CE + ordinal heads; focal + "
                   "0.5 ordinal; 2-epoch freeze", build_model=build_model,
-                  predict="harness.models.predictions:ce_ordinal_mix")
+                  predict="harness.models.predictions:ce_ordinal_mix", outputs=("logits", "ordinal"))
 def v7() -> Config:
     return Config(
         variant="v7",

@@ -7,7 +7,7 @@ cell's BA (or a paired BA difference) into seeds, folds and samples (harness.com
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,12 +52,23 @@ class Fold:
     fold: int
     seeds: list
     labels: np.ndarray  # (n,)
-    correct: np.ndarray  # (2, S, n) bool: variant a, variant b
+    correct: np.ndarray  # (m, S, n) bool: variant a, variant b (m = 2), or the m arms of a contrast
+    weights: np.ndarray = field(default_factory=lambda: np.array([-1.0, 1.0]))
+    """The contrast over the m arms: b - a by default; harness.compare.contrasts sets others."""
 
     @property
     def ba(self) -> np.ndarray:
-        """(2, S) BA of every cell."""
+        """(m, S) BA of every cell."""
         return ba_of(self.labels, self.correct)
+
+    @property
+    def pairwise(self) -> bool:
+        """True for the plain b - a of two variants (the only case P(better) and the one-cell tests take)."""
+        return len(self.weights) == 2 and self.weights[0] == -1 and self.weights[1] == 1
+
+    def contrast(self, values: np.ndarray, axis: int) -> np.ndarray:
+        """Σ_j weights_j values_j along the arm axis (b - a for two variants)."""
+        return np.tensordot(self.weights, np.moveaxis(np.asarray(values, dtype=float), axis, 0), axes=1)
 
 
 def ba_of(labels: np.ndarray, correct: np.ndarray) -> np.ndarray:
@@ -210,7 +221,7 @@ def variance_budget(cells: Cells) -> dict:
 
 
 def difference_parts(folds: list[Fold]) -> Parts:
-    return components([(f.labels, f.correct[1].astype(float) - f.correct[0]) for f in folds])
+    return components([(f.labels, f.contrast(f.correct, 0)) for f in folds])
 
 
 def primary_df(parts: Parts) -> float:

@@ -66,16 +66,17 @@ def _bootstrap(folds: list[Fold], parts: Parts, n_boot: int, rng: np.random.Gene
         n_seeds = len(f.seeds)
         weight = n_seeds / total
         idx = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-        diff = ba[:, 1] - ba[:, 0]
-        observed = f.ba[1] - f.ba[0]
+        diff = f.contrast(ba, 1)
+        observed = f.contrast(f.ba, 0)
         plain += np.take_along_axis(diff, idx, 1).mean(1) * weight
         shrink = np.sqrt(shared / averaged) if averaged > 0 else 0.0
         corrected += (observed.mean() + shrink * (diff.mean(1) - observed.mean())) * weight
         if n_seeds > 1:
             residual = observed - observed.mean()
             corrected += np.sqrt(n_seeds / (n_seeds - 1)) * residual[idx].mean(1) * weight
-        a, b = np.take_along_axis(ba[:, 0], idx, 1), np.take_along_axis(ba[:, 1], idx, 1)
-        better += _p_beats(a, b) * weight
+        if f.pairwise:
+            a, b = np.take_along_axis(ba[:, 0], idx, 1), np.take_along_axis(ba[:, 1], idx, 1)
+            better += _p_beats(a, b) * weight
     return {"plain": plain, "corrected": corrected, "better": better}
 
 
@@ -177,7 +178,7 @@ def run_tests(folds: list[Fold], parts: Parts, train_test_ratio: float, n_boot: 
            confidence: float) -> dict:
     """The three version-level tests on the paired cells, from one set of hierarchical bootstrap replicates."""
     ba = [f.ba for f in folds]
-    d = np.concatenate([b[1] - b[0] for b in ba])
+    d = np.concatenate([f.contrast(b, 0) for f, b in zip(folds, ba)])
     mean = float(d.mean())
     rng = np.random.default_rng(seed)
     boot = _bootstrap(folds, parts, n_boot, rng)
@@ -192,14 +193,19 @@ def run_tests(folds: list[Fold], parts: Parts, train_test_ratio: float, n_boot: 
                     **_t_test(mean, se, df, confidence), "n_boot": n_boot,
                     "percentile_low": plain_low, "percentile_high": plain_high,
                     "percentile_p_value": _bootstrap_p(boot["plain"], 0.0)}
-    if len(d) == 1:  # one cell: two trained models, tested as such (sign flips; Newcombe's paired intervals)
+    # one cell of two variants: two trained models, tested as such (sign flips; Newcombe's paired intervals)
+    if len(d) == 1 and folds[0].pairwise:
         low, high = _model_interval(folds[0], confidence)
         hierarchical |= {"low": low, "high": high, "p_value": _sign_flip_p(folds[0], n_boot, rng),
                          "p_method": "sign-flip permutation", "interval_method": "newcombe-mover"}
-    p_hat = float(sum(_p_beats(b[0], b[1]) * b.shape[1] for b in ba) / len(d))
-    better = {"method": "p_better", "estimate": p_hat, "difference": mean,
-              **dict(zip(("low", "high"), _percentiles(boot["better"], confidence))),
-              "p_value": _bootstrap_p(boot["better"], 0.5), "n_boot": n_boot}
+    if all(f.pairwise for f in folds):
+        p_hat = float(sum(_p_beats(b[0], b[1]) * b.shape[1] for b in ba) / len(d))
+        better = {"method": "p_better", "estimate": p_hat, "difference": mean,
+                  **dict(zip(("low", "high"), _percentiles(boot["better"], confidence))),
+                  "p_value": _bootstrap_p(boot["better"], 0.5), "n_boot": n_boot}
+    else:  # a contrast of several arms has no "a cell of b beats a cell of a"
+        better = {"method": "p_better", "estimate": float("nan"), "difference": mean, "low": float("nan"),
+                  "high": float("nan"), "p_value": float("nan"), "n_boot": 0}
     return {"hierarchical_bootstrap": hierarchical, "nadeau_bengio": nadeau_bengio(d, train_test_ratio, confidence),
             "p_better": better}
 

@@ -13,7 +13,7 @@ from harness.core import config as config_module
 from harness.core.config import Config
 from harness.core.overrides import load_yaml
 from harness.core.profiles import PROFILES
-from harness.core.registry import Variant
+from harness.core.variant import Variant
 
 SECTIONS = {"DataConfig": "data.", "ModelConfig": "model.", "LossConfig": "loss.", "TrainConfig": "train.",
             "AlarmConfig": "alarms.", "Config": ""}

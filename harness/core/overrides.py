@@ -6,6 +6,7 @@ wrong types are refused the same way wherever they come from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -71,7 +72,13 @@ _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _field_type(cls: type, name: str):
-    return typing.get_type_hints(cls)[name]
+    return _type_hints(cls)[name]
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict:
+    # evaluating the string annotations is most of an override's cost: once per section class
+    return typing.get_type_hints(cls)
 
 
 def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:

@@ -10,49 +10,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
 from harness.core.config import Config
 from harness.core.errors import UsageError, did_you_mean
+from harness.core.factors import parse_factors
+from harness.core.mixing import MIX_NAME, mix
 from harness.core.overrides import apply_overrides
-
-if TYPE_CHECKING:
-    import torch
+from harness.core.variant import DEFAULT_PREDICTION, Variant
 
 ENTRY_POINT_GROUP = "harness.variants"
-DEFAULT_PREDICTION = "harness.models.predictions:softmax_logits"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One notebook version: its faithful defaults, its model, and only the hooks where it differs."""
-
-    name: str
-    description: str
-    defaults: Callable[[], Config]
-    """The variant's config as its notebook ran (docs/variants.md)."""
-    model_builder: Callable[[Config], "torch.nn.Module"] | str
-    """Config -> module whose forward(image, level) returns a dict with at least 'logits'; or its
-    'module:function' path."""
-    prediction: Callable[[dict[str, "torch.Tensor"]], "torch.Tensor"] | str = DEFAULT_PREDICTION
-    """Model outputs -> class probabilities (B, 3) (harness.models.predictions), or its path; softmax by default."""
-
-    def build_model(self, cfg: Config) -> "torch.nn.Module":
-        return _resolve(self.model_builder)(cfg)
-
-    @property
-    def predict(self) -> Callable[[dict[str, "torch.Tensor"]], "torch.Tensor"]:
-        return _resolve(self.prediction)
-
-
-def _resolve(ref: Callable | str) -> Any:
-    """A callable, or the object a 'module:attribute' string names (imported now)."""
-    if not isinstance(ref, str):
-        return ref
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -60,12 +28,16 @@ _discovered = False
 
 
 def register_variant(name: str, description: str, build_model: Callable | str,
-                     predict: Callable | str = DEFAULT_PREDICTION):
+                     predict: Callable | str = DEFAULT_PREDICTION, outputs: tuple[str, ...] = ("logits",)):
     """Decorator on a defaults factory: `@register_variant("v9", "...", build_model="pkg.mod:build")`.
-    A callable works too; a 'module:function' string keeps torch out of the import."""
+    A callable works too; a 'module:function' string keeps torch out of the import. `outputs` names the keys
+    of the model's output dict beyond 'logits' too (a mix checks its loss and prediction rule against them)."""
+    if re.search(r"[+:,\s]", name):
+        raise ValueError(f"variant name {name!r}: '+', ':', ',' and spaces are kept for mixes (v4+v9:loss)")
+
     def wrap(defaults: Callable[[], Config]):
         _REGISTRY[name] = Variant(name=name, description=description, defaults=defaults,
-                                  model_builder=build_model, prediction=predict)
+                                  model_builder=build_model, prediction=predict, outputs=tuple(outputs))
         return defaults
     return wrap
 
@@ -104,8 +76,19 @@ def summarise(name: str) -> dict:
             "module": variant.defaults.__module__}
 
 
+_MIXES: dict[str, Variant] = {}
+
+
 def get_variant(name: str) -> Variant:
+    """A registered variant, or a mix `A+B:f1,f2` (harness.core.mixing), made and checked on first use."""
     _discover()
+    mixed = MIX_NAME.fullmatch(name)
+    if mixed and name not in _REGISTRY:
+        if name not in _MIXES:
+            factors = parse_factors(mixed["factors"], name)
+            variant = mix(get_variant(mixed["base"]), get_variant(mixed["donor"]), factors)
+            _MIXES[name] = _MIXES[variant.name] = variant
+        return _MIXES[name]
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
         raise UsageError(f"unknown variant {name!r}{did_you_mean(name, _REGISTRY)}; known: {known}")

@@ -184,3 +184,27 @@ def matrix_cells(cells, title: str):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def waterfall(start: tuple[str, float], steps: list[dict], end: tuple[str, float], title: str = ""):
+    """An ablation's factor effects as a waterfall from A's BA to B's: one floating bar per step (its label,
+    estimate, low, high: an effect in BA units with its 95% interval as an error bar at the bar's end), then
+    B. Green raises BA, red lowers it."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * (len(steps) + 2)), 4.8), layout="constrained")
+    level = start[1]
+    ax.bar([0], [start[1]], 0.6, color="0.55")
+    for i, s in enumerate(steps, 1):
+        ax.bar([i], [s["estimate"]], 0.6, bottom=level, color="C2" if s["estimate"] >= 0 else "C3")
+        top = level + s["estimate"]
+        if np.isfinite(s["low"]) and np.isfinite(s["high"]):
+            ax.errorbar([i], [top], yerr=[[s["estimate"] - s["low"]], [s["high"] - s["estimate"]]], color="k",
+                        capsize=4)
+        ax.plot([i - 0.3, i + 1.3], [top, top], color="0.4", lw=0.8, ls=":")
+        level = top
+    ax.bar([len(steps) + 1], [end[1]], 0.6, color="0.35")
+    ax.set_xticks(range(len(steps) + 2), [start[0], *(s["label"] for s in steps), end[0]], rotation=30, ha="right")
+    ax.set_ylabel("balanced accuracy (effects with 95% intervals)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title)
+    return fig

@@ -6,8 +6,10 @@ harness.tracking.reader; the store and experiments are in harness.tracking.store
 """
 from __future__ import annotations
 
+import re
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -15,6 +17,13 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+_NOT_IN_METRIC_NAMES = re.compile(r"[^\w\-. :/]")
+
+
+def metric_key(name: str) -> str:
+    """A name MLflow takes as a metric key: a mix's '+' and ',' (v4+v9:loss,sampling) become '_'."""
+    return _NOT_IN_METRIC_NAMES.sub("_", name)
 
 
 class RunWriter:
@@ -39,7 +48,8 @@ class RunWriter:
 
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in values.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(metric_key(k), float(v), now, step or 0)
+                                                    for k, v in values.items()])
 
     def text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -55,6 +65,25 @@ class RunWriter:
 
     def folder(self, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(path), folder)
+
+    @contextmanager
+    def ended_on_error(self, stop_message: str):
+        """Inside: a stop (Ctrl-C, SIGTERM) ends the run KILLED and its exception says `stop_message` (how to go
+        on); any other error ends it FAILED. Both propagate."""
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            self.end_stopped(exc)
+            exc.message = stop_message
+            raise
+        except BaseException:
+            self.end("FAILED")
+            raise
+
+    def end_stopped(self, exc: BaseException) -> None:
+        """End a run that a stop (Ctrl-C, or SIGTERM: exit code 143) interrupted: KILLED, with the reason."""
+        self.tags({"harness.stop_reason": "SIGTERM" if getattr(exc, "exit_code", 130) == 143 else "SIGINT"})
+        self.end("KILLED")
 
     def reopen(self) -> None:
         """Mark a run this writer ends itself RUNNING again (a matrix's parent, continued)."""

@@ -48,7 +48,16 @@ def run_tags(plan: RunPlan) -> dict[str, str]:
             "harness.profile": cfg.profile, "harness.data_source": plan.source,
             "harness.data_fingerprint": plan.data_fp, "harness.fold_fingerprint": plan.fold_fp,
             "harness.condition": cfg.data.condition, "harness.git_commit": store.git_commit(),
-            "harness.version": __version__, "harness.kind": "training"}
+            "harness.version": __version__, "harness.kind": "training", **mix_tags(plan.variant)}
+
+
+def mix_tags(variant) -> dict[str, str]:
+    """A mix's parts (harness.core.mixing): its base, the variant it took factors from, and those factors."""
+    if not variant.parts:
+        return {}
+    parts = variant.parts
+    return {"harness.base": parts["base"], "harness.donor": parts["donor"],
+            "harness.factors": ",".join(parts["factors"])}
 
 
 def experiment(plan: RunPlan) -> str:

@@ -13,12 +13,13 @@ import time
 
 from rich.console import Console
 
+from harness.core.config import Config
 from harness.core.errors import UsageError
 from harness.tracking import store
 from harness.tracking.writer import RunWriter
 from harness.training import matrix_summary
 from harness.training import resume as resume_mod
-from harness.training.execute import execute, experiment
+from harness.training.execute import execute, experiment, mix_tags
 from harness.training.plan import RunPlan, describe, prepare
 
 
@@ -30,10 +31,15 @@ def matrix_id(plans: list[RunPlan]) -> str:
 
 def finished_cell(experiment_id: str, plan: RunPlan) -> str | None:
     """The id of a FINISHED run of this cell's exact config on this data, or None."""
-    cfg, config_hash = plan.cfg, resume_mod.config_hash(plan.cfg)
+    return finished_run(experiment_id, plan.cfg, plan.data_fp)
+
+
+def finished_run(experiment_id: str, cfg: Config, data_fp: str) -> str | None:
+    """The id of a FINISHED run of exactly this config on the dataset with this fingerprint, or None."""
+    config_hash = resume_mod.config_hash(cfg)
     query = (f"tags.`harness.variant` = '{cfg.variant}' and tags.`harness.fold` = '{cfg.fold}' and "
              f"tags.`harness.seed` = '{cfg.train.seed}' and tags.`harness.config_hash` = '{config_hash}' "
-             f"and tags.`harness.data_fingerprint` = '{plan.data_fp}' and attributes.status = 'FINISHED'")
+             f"and tags.`harness.data_fingerprint` = '{data_fp}' and attributes.status = 'FINISHED'")
     runs = store.search_runs([experiment_id], query)
     return runs[0].info.run_id if runs else None
 
@@ -44,7 +50,7 @@ def finished_parent(experiment_id: str, mid: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def parent_run(experiment_id: str, mid: str, plans: list[RunPlan]) -> str:
+def parent_run(experiment_id: str, mid: str, plans: list[RunPlan], extra_tags: dict[str, str] | None = None) -> str:
     """The matrix's parent run: the unfinished one with this id, else a new one."""
     query = f"tags.`harness.matrix` = '{mid}' and tags.`harness.kind` = 'matrix' and attributes.status != 'FINISHED'"
     found = store.search_runs([experiment_id], query)
@@ -54,6 +60,8 @@ def parent_run(experiment_id: str, mid: str, plans: list[RunPlan]) -> str:
         run_id = found[0].info.run_id
         writer = RunWriter(run_id)
         writer.delete_tags(("harness.stop_reason",))
+        if extra_tags:
+            writer.tags(extra_tags)
         writer.reopen()
         return run_id
     cfg = plans[0].cfg
@@ -62,7 +70,8 @@ def parent_run(experiment_id: str, mid: str, plans: list[RunPlan]) -> str:
         "harness.kind": "matrix", "harness.matrix": mid, "harness.variant": cfg.variant,
         "harness.folds": ",".join(map(str, folds)), "harness.seeds": ",".join(map(str, seeds)),
         "harness.cells": str(len(plans)), "harness.profile": cfg.profile, "harness.data_source": plans[0].source,
-        "harness.data_fingerprint": plans[0].data_fp, "harness.condition": cfg.data.condition})
+        "harness.data_fingerprint": plans[0].data_fp, "harness.condition": cfg.data.condition,
+        **mix_tags(plans[0].variant), **(extra_tags or {})})
 
 
 def eta_text(seconds: float | None) -> str:
@@ -105,13 +114,14 @@ def nothing_to_train(exp: str, mid: str, plans: list[RunPlan], console: Console)
 
 
 def run_matrix(variant: str, cells: list[tuple[int, int]], data_dir: str | None, profile: str | None,
-               config_file: str | None, sets: dict, console: Console) -> int:
+               config_file: str | None, sets: dict, console: Console, parent_tags: dict[str, str] | None = None) -> int:
     """Every cell trained (or skipped, or resumed), one after another in this process, then the
-    parent's aggregates. A stop marks the parent KILLED and says how to go on."""
+    parent's aggregates. A stop marks the parent KILLED and says how to go on. `parent_tags` join the
+    parent's (an ablation names itself and the arm's factor there)."""
     plans, exp, mid = plan_matrix(variant, cells, data_dir, profile, config_file, sets, console)
     if nothing_to_train(exp, mid, plans, console):
         return 0
-    parent = parent_run(exp, mid, plans)
+    parent = parent_run(exp, mid, plans, parent_tags)
     writer = RunWriter(parent)
     console.print(f"[bold]matrix[/] {mid}: {len(plans)} cells ({', '.join(f'fold {f} seed {s}' for f, s in cells)}); "
                   f"parent run {parent}", highlight=False)
@@ -127,17 +137,10 @@ def run_matrix(variant: str, cells: list[tuple[int, int]], data_dir: str | None,
         point = resume_mod.find(exp, cfg, plan.data_fp, "latest")
         console.print(f"[bold]{where}[/]" + (f", resuming run {point.run_id} {point.where}" if point else "")
                       + _eta(started, trained, len(plans) - i + 1), highlight=False)
-        try:
+        stopped = (f"stopped: {where} and the matrix's parent run {parent} are KILLED; the same command continues "
+                   "the matrix (finished cells are skipped, the stopped one resumes)")
+        with writer.ended_on_error(stopped):
             run_ids.append(execute(plan, console, tags=tags, resume=point).run_id)
-        except KeyboardInterrupt as exc:
-            writer.tags({"harness.stop_reason": "SIGTERM" if getattr(exc, "exit_code", 130) == 143 else "SIGINT"})
-            writer.end("KILLED")
-            exc.message = (f"stopped: {where} and the matrix's parent run {parent} are KILLED; the same command "
-                           "continues the matrix (finished cells are skipped, the stopped one resumes)")
-            raise
-        except BaseException:
-            writer.end("FAILED")
-            raise
         trained += 1
     summary = matrix_summary.summarise(plans, run_ids, writer)
     writer.end()

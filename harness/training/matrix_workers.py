@@ -127,8 +127,7 @@ def stop_parent(queue: cell_queue.Queue, exc: KeyboardInterrupt, quiet: bool) ->
     others = queue.trials((TrialState.RUNNING,))
     if not others:
         writer = RunWriter(queue.parent)
-        writer.tags({"harness.stop_reason": "SIGTERM" if getattr(exc, "exit_code", 130) == 143 else "SIGINT"})
-        writer.end("KILLED")
+        writer.end_stopped(exc)
     state = "KILLED" if not others else f"RUNNING ({len(others)} step(s) go on elsewhere)"
     exc.message = "" if quiet else (
         f"stopped: a cell in progress is KILLED and queued again; the matrix's parent run {queue.parent} is "
