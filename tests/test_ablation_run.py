@@ -19,9 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import harness_cli
 
-# v4 learns the demo in 3 smoke epochs (BA 0.6-0.9 per fold); five folds, one seed: the flat window costs
-# about 40 points, the version-level interval of a difference is about +-20 there
-COMMON = ["--fold", "all", "--profile", "smoke", "--set", "train.epochs=3", "--set", "train.threads=2"]
+# v4 learns the demo in 2 smoke epochs (BA 0.6-0.9 per fold); five folds, one seed: the flat window costs
+# about 40 points, and the version-level interval of a difference is about +-15 there (3 folds leave 2 df: unresolved)
+COMMON = ["--fold", "all", "--profile", "smoke", "--set", "train.epochs=2", "--set", "train.threads=2"]
 BASE, COPY = "v4", "v4kat"
 ARMS = ["v4", "v4kat", "v4+v4kat:pixels", "v4+v4kat:model"]
 

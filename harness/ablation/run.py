@@ -21,7 +21,7 @@ from harness.ablation.args import AblateArgs, check
 from harness.ablation.paths import AblationPlan, Arm, greedy_step
 from harness.compare.runs import load_run, predictions_frame
 from harness.compare.version_cells import cells_from_frame
-from harness.compare.version_level import EPOCH_NOTES
+from harness.compare.version_level import EPOCH_NOTES, epoch_used
 from harness.core.registry import get_variant
 from harness.core.run_config import build_config
 from harness.core.signals import stop_signals_raise
@@ -140,7 +140,7 @@ def parent_run(ctx: Context, aid: str) -> str:
         "harness.data_fingerprint": ctx.data_fp})
 
 
-class Trainer:
+class ArmTrainer:
     """Trains arms one after another under the parent, with progress and an estimate of the time left."""
 
     def __init__(self, ctx: Context, parent: str, aid: str, console: Console):
@@ -188,7 +188,7 @@ def ablate(args: AblateArgs, console: Console) -> int:
     aid = ablation_id(ctx)
     done = finished_parent(ctx, aid)
     if done and all(None not in ctx.finished(arm.variant) for arm in plan.arms):
-        steps, arms = _train(ctx, Trainer(ctx, done, aid, Console(quiet=True)))
+        steps, arms = train_arms(ctx, ArmTrainer(ctx, done, aid, Console(quiet=True)))
         console.print(f"ablation {aid} is FINISHED: its parent run {done} holds the table, ablation.json and "
                       "waterfall.png (nothing to train)", highlight=False)
         report.print_result(summarise(ctx, arms, steps), console)
@@ -196,12 +196,12 @@ def ablate(args: AblateArgs, console: Console) -> int:
     parent = parent_run(ctx, aid)
     writer = RunWriter(parent)
     console.print(f"ablation {aid}: parent run {parent}", highlight=False)
-    trainer = Trainer(ctx, parent, aid, console)
+    trainer = ArmTrainer(ctx, parent, aid, console)
     stopped = (f"stopped: the ablation's parent run {parent} is KILLED; the same `harness ablate` command continues "
                "it (finished cells are reused, a stopped one resumes)")
     # a stop between two cells ends the parent KILLED too (while a cell trains, training has its own handler)
     with writer.ended_on_error(stopped), stop_signals_raise():
-        steps, arms = _train(ctx, trainer)
+        steps, arms = train_arms(ctx, trainer)
         result = summarise(ctx, arms, steps)
         report.log_to_parent(result, writer)
     writer.end()
@@ -211,7 +211,7 @@ def ablate(args: AblateArgs, console: Console) -> int:
     return 0
 
 
-def _train(ctx: Context, trainer: Trainer) -> tuple[list, dict]:
+def train_arms(ctx: Context, trainer: ArmTrainer) -> tuple[list, dict]:
     """Every arm trained; for greedy, step by step. Returns (greedy steps, {variant: records})."""
     plan, records = ctx.plan, {}
 
@@ -239,7 +239,8 @@ def _train(ctx: Context, trainer: Trainer) -> tuple[list, dict]:
 
 
 def _epoch(records: dict) -> str:
-    return "last" if all(r.last is not None for rs in records.values() for r in rs) else "selected"
+    """The epoch compare's version level would score these runs at: "last" when every run has it."""
+    return epoch_used(records, list(records))
 
 
 def _cells(runs: list, epoch: str) -> dict:
