@@ -17,12 +17,12 @@ import numpy as np
 from harness.ablation.paths import AblationPlan, Group, subsets
 from harness.compare.contrasts import contrast
 from harness.compare.stats import holm
-from harness.compare.version_cells import Cells, ba_of, by_fold
+from harness.compare.version_cells import Cells, balanced_accuracy
 
 
 def mean_ba(cells: Cells, shared: set | None = None) -> float:
     """Mean BA over an arm's cells (only the (fold, seed) cells in `shared`, when given)."""
-    values = [float(ba_of(labels, preds == labels)) for cell, (labels, preds) in cells.items()
+    values = [balanced_accuracy(labels, preds) for cell, (labels, preds) in cells.items()
               if shared is None or cell in shared]
     return float(np.mean(values)) if values else float("nan")
 
@@ -159,7 +159,3 @@ def total(plan: AblationPlan, arms: Mapping[str, Cells], **kw) -> dict:
     result = contrast(arms, {plan.a: -1.0, plan.b: 1.0}, **kw)
     _holm([result])
     return result
-
-
-def cells_per_arm(arms: Mapping[str, Cells]) -> dict[str, int]:
-    return {name: sum(len(seeds) for seeds in by_fold(cells).values()) for name, cells in arms.items()}

@@ -15,6 +15,7 @@ otherwise the mix with the fewer factors taken: A+B:S, or B+A:(the rest), so tha
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -119,7 +120,7 @@ def plan_ablation(a: str, b: str, factors: tuple[str, ...] | None = None, path: 
         raise UsageError(f"--path shapley: {len(groups)} factors would be {2 ** len(groups)} mixes; name at most "
                          f"{MAX_SHAPLEY - 1} with --factors (the other differences become one factor, '{REST}')")
     plan = AblationPlan(a, b, path, tuple(groups), (), tuple(notes))
-    return AblationPlan(a, b, path, plan.groups, tuple(_arms(plan)), plan.notes)
+    return dataclasses.replace(plan, arms=tuple(_arms(plan)))  # the arms' names need the groups first
 
 
 def _arms(plan: AblationPlan) -> list[Arm]:

@@ -10,6 +10,7 @@ import pandas as pd
 from rich.console import Console
 
 from harness.ablation.effects import effect_text
+from harness.compare import report as compare_report
 from harness.compare.version_level import finite
 from harness.tracking import plots
 from harness.tracking.writer import RunWriter
@@ -50,23 +51,13 @@ def headline(result: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    frame = table(result)
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([f"# {headline(result)}", "", *lines, "", *(f"- {n}" for n in result["notes"])]) + "\n"
+    notes = [f"- {n}" for n in result["notes"]]
+    return "\n".join([f"# {headline(result)}", "", compare_report.markdown(table(result)), "", *notes]) + "\n"
 
 
 def print_result(result: dict, console: Console) -> None:
-    from rich.table import Table
-
     console.print(headline(result), highlight=False)
-    frame = table(result)
-    grid = Table(show_lines=False)
-    for column in frame.columns:
-        grid.add_column(str(column), overflow="fold")
-    for row in frame.itertuples(index=False):
-        grid.add_row(*(str(v) for v in row))
-    console.print(grid)
+    console.print(compare_report.rich_table("", table(result)))
     for note in result["notes"]:
         console.print(f"- {note}", highlight=False, markup=False)
 

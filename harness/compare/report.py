@@ -176,7 +176,7 @@ def terminal_tables(report: dict) -> list[tuple[str, pd.DataFrame]]:
     return tables
 
 
-def _rich_table(title: str, frame: pd.DataFrame) -> Table:
+def rich_table(title: str, frame: pd.DataFrame) -> Table:
     """Single numbers never wrap and intervals wrap at their spaces, so a console too narrow for a table breaks
     lines between numbers, never inside one; names fold first."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
@@ -196,7 +196,7 @@ def print_report(report: dict, console: Console):
                   f"({counts} N/M/S), baseline [bold]{report['baseline']}[/]", soft_wrap=False)
     for title, frame in terminal_tables(report):
         if not frame.empty:
-            console.print(_rich_table(title, frame))
+            console.print(rich_table(title, frame))
     alarms = [f"{s['variant']} ({', '.join(s['alarms'])})" for s in report["variants"] if s["alarms"]]
     console.print("alarms: " + ("; ".join(alarms) or "none"), soft_wrap=False, markup=False)
     console.print("model level:", soft_wrap=False)

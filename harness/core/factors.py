@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.core.config import Config
-from harness.core.config_view import key_docs
+from harness.core.config_view import as_plain, key_docs
 from harness.core.errors import UsageError, did_you_mean
 from harness.core.variant import Variant, reference
 
@@ -145,13 +145,9 @@ def as_dict(a: Variant, b: Variant) -> dict:
 
     def rows(name: str | None, changes: list[Change]) -> list[dict]:
         coupled = BY_NAME[name].coupled if name else {}
-        return [{"key": c.key, "a": _plain(c.a), "b": _plain(c.b), "doc": c.doc,
+        return [{"key": c.key, "a": as_plain(c.a), "b": as_plain(c.b), "doc": c.doc,
                  **({"coupled": coupled[c.key]} if c.key in coupled else {})} for c in changes]
 
     return {"a": a.name, "b": b.name,
             "factors": [{"name": n, "title": BY_NAME[n].title, "changes": rows(n, ch)} for n, ch in changed.items()],
             "setup": rows(None, setup), "unchanged": [n for n in NAMES if n not in changed]}
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
